@@ -1,0 +1,11 @@
+//! Compiles the .proto files. `protoc` comes from the environment: the
+//! project's scripts install Debian's `protobuf-compiler` (see README.md).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/ballast/v1/admin.proto"];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    Ok(())
+}

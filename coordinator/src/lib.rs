@@ -8,3 +8,6 @@
 //!
 //! Status: the crate is laid out; the store, election and services arrive
 //! with the coordinator issue (see docs/ARCHITECTURE.md).
+
+pub mod partition;
+pub mod topic;

@@ -245,9 +245,8 @@ fn replica_index(first: u64, shift: u64, j: u64, n: u64) -> u64 {
 fn rack_unaware(ids: &[i32], w: &Walk) -> Vec<i32> {
     let mut out = Vec::with_capacity(w.partitions * w.rf);
     let mut shift = w.shift;
-    let mut p = w.first_partition;
-    for _ in 0..w.partitions {
-        if p > 0 && p % w.n == 0 {
+    for p in w.first_partition..w.first_partition + w.partitions as u64 {
+        if p > 0 && p.is_multiple_of(w.n) {
             shift += 1;
         }
         let first = (p + w.start) % w.n;
@@ -255,7 +254,6 @@ fn rack_unaware(ids: &[i32], w: &Walk) -> Vec<i32> {
         for j in 0..(w.rf as u64 - 1) {
             out.push(ids[replica_index(first, shift, j, w.n) as usize]);
         }
-        p += 1;
     }
     out
 }
@@ -306,9 +304,10 @@ fn rack_aware(brokers: &[BrokerMetadata], w: &Walk) -> Vec<i32> {
     let mut rack_stamp = vec![u64::MAX; num_racks];
     let mut broker_stamp = vec![u64::MAX; arranged.len()];
     let mut shift = w.shift;
-    let mut p = w.first_partition;
-    for stamp in 0..w.partitions as u64 {
-        if p > 0 && p % n == 0 {
+    for p in w.first_partition..w.first_partition + w.partitions as u64 {
+        // Partition p's generation stamp for the membership sets.
+        let stamp = p;
+        if p > 0 && p.is_multiple_of(n) {
             shift += 1;
         }
         let first = (p + w.start) % n;
@@ -339,7 +338,6 @@ fn rack_aware(brokers: &[BrokerMetadata], w: &Walk) -> Vec<i32> {
                 }
             }
         }
-        p += 1;
     }
     out
 }

@@ -232,7 +232,9 @@ mod tests {
         }
     }
 
-    fn expect(rows: &[(&str, &[(&str, &[i32])])]) -> RangeAssignment {
+    type Row<'a> = (&'a str, &'a [(&'a str, &'a [i32])]);
+
+    fn expect(rows: &[Row<'_>]) -> RangeAssignment {
         rows.iter()
             .map(|(m, ts)| {
                 let per: BTreeMap<String, Vec<i32>> = ts

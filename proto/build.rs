@@ -2,7 +2,12 @@
 //! project's scripts install Debian's `protobuf-compiler` (see README.md).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/ballast/v1/admin.proto"];
+    let protos = [
+        "proto/ballast/v1/admin.proto",
+        "proto/ballast/v1/broker.proto",
+        "proto/ballast/v1/agent.proto",
+        "proto/ballast/v1/metadata.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

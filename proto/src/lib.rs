@@ -7,4 +7,9 @@
 /// Version 1 of the API (`package ballast.v1`).
 pub mod v1 {
     tonic::include_proto!("ballast.v1");
+
+    /// Records stored in the metadata store (`package ballast.v1.metadata`).
+    pub mod metadata {
+        tonic::include_proto!("ballast.v1.metadata");
+    }
 }

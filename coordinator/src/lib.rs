@@ -9,5 +9,7 @@
 //! Status: the crate is laid out; the store, election and services arrive
 //! with the coordinator issue (see docs/ARCHITECTURE.md).
 
+pub mod keys;
 pub mod partition;
+pub mod records;
 pub mod topic;

@@ -1,1 +1,140 @@
-fn main() {}
+//! The `ballast` command.
+//!
+//! Owns the command-line surface: the top-level clap [`Cli`], dispatch to one
+//! module per command group, and the process contract every command keeps:
+//! results on stdout; on failure nothing on stdout, exactly one line on
+//! stderr (`error: ...`) and a non-zero exit (2 when clap refuses the
+//! arguments, 1 for everything else). Commands return their output as a
+//! `String` and never print or exit themselves; only this file does.
+//!
+//! Command groups: `assign` (offline planning, [`assign`]). Later groups
+//! (`dev`, `coordinator`, `agent`, `topics`, ...) add a variant to
+//! [`Command`] and a module beside `assign.rs`.
+
+mod assign;
+mod table;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
+
+/// Ballast: a Kafka-style control plane.
+#[derive(Debug, Parser)]
+#[command(name = "ballast", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Offline planning: compute what the cluster would decide, with no
+    /// cluster (replica placement, range assignment, group coordinator).
+    #[command(subcommand)]
+    Assign(assign::AssignCommand),
+}
+
+/// Exit code for arguments clap refuses (clap's own convention).
+const USAGE_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(&e),
+    };
+    let result = match cli.command {
+        Command::Assign(cmd) => assign::run(cmd),
+    };
+    match result {
+        Ok(out) => write_stdout(&out),
+        Err(e) => fail(&format!("error: {e:#}"), ExitCode::FAILURE),
+    }
+}
+
+/// Help and version go out as clap prints them; a refusal becomes one line.
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Printing help can only fail if the stream is gone; nothing
+            // useful is left to do then.
+            let _ = e.print();
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(USAGE_ERROR))
+        }
+        _ => fail(
+            &first_paragraph(&e.render().to_string()),
+            ExitCode::from(USAGE_ERROR),
+        ),
+    }
+}
+
+/// The first paragraph of a clap error, on one line: `error: the following
+/// required arguments were not provided: --brokers <IDS>` rather than the
+/// multi-line message with usage and tips.
+fn first_paragraph(rendered: &str) -> String {
+    rendered
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Prints `message` as exactly one line on stderr and returns `code`.
+fn fail(message: &str, code: ExitCode) -> ExitCode {
+    let line: String = message
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    // If stderr itself is gone there is nowhere left to report to.
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    code
+}
+
+fn write_stdout(out: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`ballast ... | head`): not our failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(
+            &format!("error: cannot write output: {e}"),
+            ExitCode::FAILURE,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let missing = "error: the following required arguments were not provided:\n  \
+                       --brokers <IDS>\n  --partitions <N>\n\nUsage: ballast assign replicas\n\n\
+                       For more information, try '--help'.\n";
+        assert_eq!(
+            first_paragraph(missing),
+            "error: the following required arguments were not provided: --brokers <IDS> --partitions <N>"
+        );
+        let e = Cli::try_parse_from(["ballast", "assign", "coordinator"]).unwrap_err();
+        let line = first_paragraph(&e.render().to_string());
+        assert!(line.contains("--group-id"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+}

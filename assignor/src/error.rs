@@ -25,10 +25,16 @@ pub enum Error {
     DuplicateBrokerId(i32),
     /// The last partition id would not fit in a Java int.
     #[error(
-        "Partition ids {start}..{start}+{count} exceed the largest partition id {max}.",
+        "{count} partitions starting at partition id {start} would pass the largest partition id {max}.",
         max = i32::MAX
     )]
     PartitionIdOverflow { start: i32, count: i32 },
+    /// The result would not fit in memory (allocation refused).
+    #[error("The result of {what} is too large to hold in memory ({bytes} bytes).")]
+    TooLarge { what: &'static str, bytes: u128 },
+    /// A partition count past Java's int range.
+    #[error("Topic {topic:?} has {partitions} partitions; the largest count is {max}.", max = i32::MAX)]
+    TooManyPartitions { topic: String, partitions: u32 },
     /// A start partition id or start index below zero.
     #[error("{field} must not be negative, got {value}.")]
     Negative { field: &'static str, value: i64 },
@@ -73,7 +79,9 @@ impl Error {
             | Error::DuplicateMemberId(_)
             | Error::DuplicateGroupInstanceId(_)
             | Error::DuplicateTopic(_)
-            | Error::UnknownTopicId { .. } => None,
+            | Error::UnknownTopicId { .. }
+            | Error::TooLarge { .. }
+            | Error::TooManyPartitions { .. } => None,
         }
     }
 }

@@ -21,14 +21,14 @@ pub use coordinator::{
 pub use error::Error;
 pub use java::{JavaRandom, java_string_cmp, java_string_hash};
 pub use leader::{
-    BrokerLoad, PartitionView, Spread, broker_loads, leader_imbalance, next_leader,
-    next_leader_unclean, preferred_leader,
+    BrokerLoad, DEFAULT_LEADER_IMBALANCE_PERCENTAGE, PartitionView, Spread, broker_loads,
+    leader_imbalance, next_leader, next_leader_unclean, preferred_leader,
 };
 pub use placement::{
     BrokerMetadata, PlacementRequest, ReplicaAssignment, StartIndex, assign_replicas_to_brokers,
     rack_alternated_broker_list,
 };
 pub use range::{
-    IdAssignment, Member, RangeAssignment, Subscriber, TopicId, TopicPartitions, range_assign,
-    range_assign_ids,
+    IdAssignment, Member, RangeAssignment, Subscriber, TopicId, TopicPartitions, member_order,
+    range_assign, range_assign_ids,
 };

@@ -203,12 +203,24 @@ pub fn assign_replicas_to_brokers(
         first_partition: start_partition_id as u64,
         partitions: partitions as usize,
     };
-    let replicas = if any_rack {
-        rack_aware(brokers, &walk)
+    // Reserve the result up front so a huge request is a named error, not
+    // an aborted process.
+    let slots = walk.partitions as u128 * walk.rf as u128;
+    let mut out: Vec<i32> = Vec::new();
+    usize::try_from(slots)
+        .ok()
+        .and_then(|n| out.try_reserve_exact(n).ok())
+        .ok_or(Error::TooLarge {
+            what: "replica placement",
+            bytes: slots * std::mem::size_of::<i32>() as u128,
+        })?;
+    if any_rack {
+        rack_aware(brokers, &walk, &mut out);
     } else {
         let ids: Vec<i32> = brokers.iter().map(|b| b.id).collect();
-        rack_unaware(&ids, &walk)
-    };
+        rack_unaware(&ids, &walk, &mut out);
+    }
+    let replicas = out;
     Ok(ReplicaAssignment {
         start_partition_id,
         replication_factor: walk.rf,
@@ -242,8 +254,7 @@ fn replica_index(first: u64, shift: u64, j: u64, n: u64) -> u64 {
     (first + offset) % n
 }
 
-fn rack_unaware(ids: &[i32], w: &Walk) -> Vec<i32> {
-    let mut out = Vec::with_capacity(w.partitions * w.rf);
+fn rack_unaware(ids: &[i32], w: &Walk, out: &mut Vec<i32>) {
     let mut shift = w.shift;
     for p in w.first_partition..w.first_partition + w.partitions as u64 {
         if p > 0 && p.is_multiple_of(w.n) {
@@ -255,7 +266,6 @@ fn rack_unaware(ids: &[i32], w: &Walk) -> Vec<i32> {
             out.push(ids[replica_index(first, shift, j, w.n) as usize]);
         }
     }
-    out
 }
 
 /// Kafka's `getRackAlternatedBrokerList`: racks in Java string order, ids
@@ -291,7 +301,7 @@ pub fn rack_alternated_broker_list(brokers: &[BrokerMetadata]) -> Vec<(i32, u32)
     out
 }
 
-fn rack_aware(brokers: &[BrokerMetadata], w: &Walk) -> Vec<i32> {
+fn rack_aware(brokers: &[BrokerMetadata], w: &Walk, out: &mut Vec<i32>) {
     let arranged = rack_alternated_broker_list(brokers);
     let num_racks = arranged
         .iter()
@@ -299,7 +309,6 @@ fn rack_aware(brokers: &[BrokerMetadata], w: &Walk) -> Vec<i32> {
         .max()
         .map_or(0, |r| r as usize + 1);
     let n = w.n;
-    let mut out = Vec::with_capacity(w.partitions * w.rf);
     // Membership sets as generation stamps: O(1) per check, O(brokers) memory.
     let mut rack_stamp = vec![u64::MAX; num_racks];
     let mut broker_stamp = vec![u64::MAX; arranged.len()];
@@ -339,7 +348,6 @@ fn rack_aware(brokers: &[BrokerMetadata], w: &Walk) -> Vec<i32> {
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -522,6 +530,14 @@ mod tests {
             Error::PartialRackInformation.kafka_error(),
             Some("AdminOperationException")
         );
+    }
+
+    #[test]
+    fn huge_requests_are_named_errors() {
+        // 2^31 partitions x RF 1000 = 8 TiB of replica ids: refused by the
+        // allocator on any machine, and reported, not aborted.
+        let e = place(&plain(0..1000), i32::MAX, 1000, 0, 0);
+        assert!(matches!(e, Err(Error::TooLarge { .. })), "{e:?}");
     }
 
     #[test]

@@ -327,7 +327,7 @@ mod tests {
             check_collision("a.b", ["a_b", "c"]).map_err(|e| e.to_string()),
             Err("Topic 'a.b' collides with existing topic: a_b".into())
         );
-        assert_eq!(check_collision("a_b", ["a.b"]).is_err(), true);
+        assert!(check_collision("a_b", ["a.b"]).is_err());
         assert_eq!(check_collision("a.b", ["a.b"]), Ok(()));
         assert_eq!(check_collision("ab", ["a_b"]), Ok(()));
     }

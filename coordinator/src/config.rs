@@ -1,0 +1,84 @@
+//! The coordinator's typed configuration. The binary (`ballast coordinator`)
+//! builds it from flags; `ballast dev` builds it directly.
+
+use std::time::Duration;
+
+/// Everything a coordinator process needs to know.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Cluster id: every key lives under `/ballast/<cluster id>/`.
+    pub cluster_id: String,
+    /// Address other processes reach this coordinator at (host:port), stored
+    /// in the election so standbys can redirect to it.
+    pub advertised_address: String,
+    /// TTL of the leadership lease.
+    pub lease_ttl: Duration,
+    /// The active coordinator stops acting when it has not renewed its lease
+    /// for this long. Must be shorter than `lease_ttl`, so it stops before a
+    /// successor can be elected.
+    pub renew_deadline: Duration,
+    /// Brokers heartbeat at this interval.
+    pub heartbeat_interval: Duration,
+    /// A broker without a heartbeat for this long is fenced.
+    pub session_timeout: Duration,
+    /// Partitions of `__consumer_offsets` (fixed once the topic exists).
+    pub offsets_partitions: i32,
+    /// Upper bound of the offsets topic's replication factor
+    /// (min(this, live brokers)).
+    pub offsets_replication_factor: i32,
+    /// Kafka's `leader.imbalance.per.broker.percentage`.
+    pub leader_imbalance_percentage: u32,
+    /// How often the automatic preferred-leader check runs (Kafka's
+    /// `leader.imbalance.check.interval.seconds`, default 300 s); zero turns
+    /// it off.
+    pub leader_imbalance_check_interval: Duration,
+    /// Every agent gets a full push at least this often (the safety net).
+    pub full_sync_interval: Duration,
+}
+
+impl CoordinatorConfig {
+    /// Defaults suited to production, for `cluster_id` at `advertised_address`.
+    pub fn new(cluster_id: impl Into<String>, advertised_address: impl Into<String>) -> Self {
+        CoordinatorConfig {
+            cluster_id: cluster_id.into(),
+            advertised_address: advertised_address.into(),
+            lease_ttl: Duration::from_secs(6),
+            renew_deadline: Duration::from_secs(4),
+            heartbeat_interval: Duration::from_millis(1000),
+            session_timeout: Duration::from_secs(9),
+            offsets_partitions: ballast_assignor::DEFAULT_OFFSETS_PARTITIONS,
+            offsets_replication_factor: 3,
+            leader_imbalance_percentage: ballast_assignor::DEFAULT_LEADER_IMBALANCE_PERCENTAGE,
+            leader_imbalance_check_interval: Duration::from_secs(300),
+            full_sync_interval: Duration::from_secs(60),
+        }
+    }
+
+    /// Check the relations between the settings; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cluster_id.is_empty() || self.cluster_id.contains('/') {
+            return Err("cluster_id: must be non-empty and contain no '/'".into());
+        }
+        if self.renew_deadline >= self.lease_ttl {
+            return Err(format!(
+                "renew_deadline ({:?}) must be shorter than lease_ttl ({:?})",
+                self.renew_deadline, self.lease_ttl
+            ));
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err("lease_ttl: must be at least 1s".into());
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_timeout {
+            return Err(
+                "heartbeat_interval: must be positive and shorter than session_timeout".into(),
+            );
+        }
+        if self.offsets_partitions < 1 {
+            return Err("offsets_partitions: must be at least 1".into());
+        }
+        if self.offsets_replication_factor < 1 {
+            return Err("offsets_replication_factor: must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -12,6 +12,7 @@
 //! [`Command`] and a module beside `assign.rs`.
 
 mod assign;
+mod server;
 mod table;
 
 use std::io::Write;
@@ -34,6 +35,8 @@ enum Command {
     /// cluster (replica placement, range assignment, group coordinator).
     #[command(subcommand)]
     Assign(assign::AssignCommand),
+    /// Run a cluster coordinator (etcd-backed; one of several is active).
+    Coordinator(server::CoordinatorArgs),
 }
 
 /// Exit code for arguments clap refuses (clap's own convention).
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Assign(cmd) => assign::run(cmd),
+        Command::Coordinator(args) => server::coordinator(args),
     };
     match result {
         Ok(out) => write_stdout(&out),

@@ -1,0 +1,200 @@
+//! Long-running server roles: `ballast coordinator`, and `ballast dev` (a whole
+//! cluster in one process on the embedded store).
+//!
+//! Each prints one line on stdout once it serves (tests and scripts wait for
+//! it), logs to stderr with `tracing`, and stops cleanly on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ballast_coordinator::store::{EtcdOptions, EtcdStore, LocalStore, MetadataStore};
+use ballast_coordinator::{Coordinator, CoordinatorConfig, Role};
+use clap::Args;
+
+/// Flags of `ballast coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// etcd endpoints, comma-separated (http://host:port).
+    #[arg(
+        long,
+        env = "BALLAST_ETCD",
+        value_delimiter = ',',
+        required_unless_present = "local_store"
+    )]
+    etcd: Vec<String>,
+    /// Use the embedded store in this file instead of etcd (one machine only).
+    #[arg(long, conflicts_with = "etcd")]
+    local_store: Option<std::path::PathBuf>,
+    /// Address to serve the admin and broker-control API on.
+    #[arg(long, default_value = "127.0.0.1:9410")]
+    listen: String,
+    /// Address others reach this coordinator at (default: the bound address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Cluster id (the etcd key prefix is /ballast/<cluster id>/).
+    #[arg(long, default_value = "ballast", env = "BALLAST_CLUSTER_ID")]
+    cluster_id: String,
+    /// TTL of the leadership lease.
+    #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+    /// Stop acting when the lease was not renewed for this long (< lease TTL).
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    renew_deadline: Duration,
+    /// Heartbeat interval given to agents.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Fence a broker after this long without a heartbeat.
+    #[arg(long, default_value = "9s", value_parser = humantime::parse_duration)]
+    session_timeout: Duration,
+    /// Partitions of __consumer_offsets (fixed once it exists).
+    #[arg(long, default_value_t = 50)]
+    offsets_partitions: i32,
+    /// Replication factor of __consumer_offsets (capped at the live brokers).
+    #[arg(long, default_value_t = 3)]
+    offsets_replication_factor: i32,
+    /// How often to check leader imbalance (0s: never).
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    leader_imbalance_check_interval: Duration,
+    /// Full push to every agent at least this often.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    full_sync_interval: Duration,
+}
+
+/// Install the stderr logger (RUST_LOG overrides the default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `ballast coordinator`.
+pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<String> {
+    init_logging();
+    runtime()?.block_on(async move {
+        let store: Arc<dyn MetadataStore> = match &args.local_store {
+            Some(path) => Arc::new(
+                LocalStore::open(path)
+                    .await
+                    .with_context(|| format!("--local-store {}", path.display()))?,
+            ),
+            None => {
+                if args.etcd.is_empty() {
+                    bail!("--etcd: give at least one endpoint (or --local-store)");
+                }
+                connect_etcd(&args.etcd).await?
+            }
+        };
+        let (listener, bound) = ballast_coordinator::service::bind(&args.listen)
+            .await
+            .with_context(|| format!("--listen {}", args.listen))?;
+        let advertised = args.advertise.clone().unwrap_or_else(|| bound.to_string());
+        let mut config = CoordinatorConfig::new(args.cluster_id.clone(), advertised.clone());
+        config.lease_ttl = args.lease_ttl;
+        config.renew_deadline = args.renew_deadline;
+        config.heartbeat_interval = args.heartbeat_interval;
+        config.session_timeout = args.session_timeout;
+        config.offsets_partitions = args.offsets_partitions;
+        config.offsets_replication_factor = args.offsets_replication_factor;
+        config.leader_imbalance_check_interval = args.leader_imbalance_check_interval;
+        config.full_sync_interval = args.full_sync_interval;
+        let coordinator = Coordinator::new(config, store)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        println!("coordinator listening on {advertised}");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let serve = tokio::spawn(ballast_coordinator::service::serve(
+            coordinator.clone(),
+            listener,
+            wait_true(stop_rx.clone()),
+        ));
+        let run = tokio::spawn(coordinator.clone().run(wait_true(stop_rx)));
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = run.await;
+        let _ = serve.await;
+        Ok(String::new())
+    })
+}
+
+async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Connect to etcd, retrying while it is unreachable ("metadata store
+/// unavailable" in the log) instead of giving up: the coordinator must come
+/// up by itself once etcd does.
+async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<Arc<dyn MetadataStore>> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match EtcdStore::connect(endpoints, EtcdOptions::default()).await {
+            Ok(s) => return Ok(Arc::new(s)),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "metadata store unavailable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => bail!("--etcd {}: {e}", endpoints.join(",")),
+        }
+    }
+}
+
+/// Wait until `coordinator` is active and sees `brokers` live brokers.
+pub async fn wait_ready(
+    coordinator: &Coordinator,
+    brokers: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if let Role::Active(term) = coordinator.role() {
+            let live = term.state().brokers.values().filter(|b| !b.fenced).count();
+            if live >= brokers {
+                return Ok(());
+            }
+        }
+        if start.elapsed() > timeout {
+            bail!("the cluster did not become ready within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

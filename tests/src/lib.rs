@@ -7,3 +7,6 @@
 //! a message that tells the developer what to do.
 
 pub mod bin_path;
+pub mod cluster;
+pub mod etcd;
+pub mod process;

@@ -1,0 +1,231 @@
+//! Cluster helpers for integration tests: coordinator processes on real etcd,
+//! raw gRPC clients that follow the active-coordinator hint, and a minimal
+//! broker stand-in ([`BrokerStandIn`]) that registers and heartbeats over the
+//! real BrokerControl API without hosting anything (for coordinator tests
+//! that do not need real agents).
+
+use std::time::Duration;
+
+use ballast_proto::v1::admin_client::AdminClient;
+use ballast_proto::v1::broker_control_client::BrokerControlClient;
+use ballast_proto::v1::{self as pb};
+use tonic::transport::Channel;
+
+use crate::process::BallastProcess;
+
+/// Metadata key carrying the active coordinator's address on a standby's
+/// refusal.
+pub const ACTIVE_KEY: &str = "ballast-active-coordinator";
+
+/// Timings short enough for tests: lease 2 s, renew deadline 1.3 s, session
+/// 3 s, heartbeat 300 ms.
+pub const FAST: &[&str] = &[
+    "--lease-ttl",
+    "2s",
+    "--renew-deadline",
+    "1300ms",
+    "--session-timeout",
+    "3s",
+    "--heartbeat-interval",
+    "300ms",
+    "--offsets-partitions",
+    "3",
+    "--full-sync-interval",
+    "5s",
+];
+
+/// Start a coordinator process on `etcd` endpoints with [`FAST`] timings.
+pub fn start_coordinator(etcd: &[String], cluster_id: &str) -> BallastProcess {
+    let endpoints = etcd.join(",");
+    let mut args = vec![
+        "coordinator",
+        "--etcd",
+        &endpoints,
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster-id",
+        cluster_id,
+    ];
+    args.extend_from_slice(FAST);
+    BallastProcess::start(&args, Duration::from_secs(20)).expect("coordinator starts")
+}
+
+/// A lazy channel to `address`.
+pub fn channel(address: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .expect("valid address")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
+/// An admin client for `address`.
+pub fn admin(address: &str) -> AdminClient<Channel> {
+    AdminClient::new(channel(address)).max_decoding_message_size(256 << 20)
+}
+
+/// Ask each address for cluster info; the address of the one that says it is
+/// active, with its epoch.
+pub async fn find_active(addresses: &[String]) -> Option<(String, i64)> {
+    for a in addresses {
+        if let Ok(info) = admin(a)
+            .get_cluster_info(pb::GetClusterInfoRequest {})
+            .await
+        {
+            let info = info.into_inner();
+            if info.active {
+                return Some((a.clone(), info.coordinator_epoch));
+            }
+        }
+    }
+    None
+}
+
+/// The hint a standby attached to its refusal.
+pub fn active_hint(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get(ACTIVE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// A broker that registers and heartbeats over the real API but hosts
+/// nothing (its control address refuses connections, so pushes to it fail
+/// and are retried by the coordinator). Stops when dropped.
+#[derive(Debug)]
+pub struct BrokerStandIn {
+    task: tokio::task::JoinHandle<()>,
+    /// Latest broker epoch (0 until registered).
+    pub epoch: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl BrokerStandIn {
+    /// Register broker `id` (rack optional) with whichever of `coordinators`
+    /// is active and keep heartbeating, re-registering when fenced.
+    pub fn start(id: i32, rack: &str, coordinators: Vec<String>) -> BrokerStandIn {
+        let epoch = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let shared = epoch.clone();
+        let rack = rack.to_owned();
+        let incarnation = format!("stand-in-{id}-{}", std::process::id());
+        let task = tokio::spawn(async move {
+            let mut target = 0usize;
+            let mut registered: Option<(String, i64)> = None;
+            loop {
+                match &registered {
+                    None => {
+                        let address = coordinators[target % coordinators.len()].clone();
+                        let req = pb::RegisterBrokerRequest {
+                            broker_id: id,
+                            incarnation_id: incarnation.clone(),
+                            endpoints: vec![pb::Endpoint {
+                                name: "client".into(),
+                                address: "127.0.0.1:1".into(),
+                            }],
+                            rack: rack.clone(),
+                            disk_capacity_bytes: 0,
+                            control_address: "127.0.0.1:1".into(),
+                        };
+                        match BrokerControlClient::new(channel(&address))
+                            .register(req)
+                            .await
+                        {
+                            Ok(r) => {
+                                let e = r.into_inner().broker_epoch;
+                                shared.store(e, std::sync::atomic::Ordering::SeqCst);
+                                registered = Some((address, e));
+                            }
+                            Err(s) => {
+                                if let Some(hint) = active_hint(&s)
+                                    && let Some(i) = coordinators.iter().position(|c| *c == hint)
+                                {
+                                    target = i;
+                                } else {
+                                    target += 1;
+                                }
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                    Some((address, e)) => {
+                        let req = pb::BrokerHeartbeatRequest {
+                            broker_id: id,
+                            broker_epoch: *e,
+                            coordinator_epoch: 0,
+                        };
+                        match BrokerControlClient::new(channel(address))
+                            .heartbeat(req)
+                            .await
+                        {
+                            Ok(r) if !r.get_ref().fenced => {}
+                            Ok(_) => registered = None,
+                            Err(s) => {
+                                // Standby now, or dead: find the active one,
+                                // keep the epoch (it survives failover).
+                                let e = *e;
+                                let next = match active_hint(&s) {
+                                    Some(h) => h,
+                                    None => {
+                                        target += 1;
+                                        coordinators[target % coordinators.len()].clone()
+                                    }
+                                };
+                                registered = Some((next, e));
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            }
+        });
+        BrokerStandIn { task, epoch }
+    }
+}
+
+impl Drop for BrokerStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Run `call` against the active coordinator among `addresses`, following
+/// hints and retrying through failover until `timeout`.
+pub async fn on_active<T, F, Fut>(
+    addresses: &[String],
+    timeout: Duration,
+    mut call: F,
+) -> Result<T, tonic::Status>
+where
+    F: FnMut(AdminClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let start = std::time::Instant::now();
+    let mut i = 0usize;
+    let mut target = addresses[0].clone();
+    loop {
+        match call(admin(&target)).await {
+            Ok(v) => return Ok(v),
+            Err(s) => {
+                let retry = matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition
+                        | tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::DeadlineExceeded
+                );
+                if !retry || start.elapsed() > timeout {
+                    return Err(s);
+                }
+                target = match active_hint(&s) {
+                    Some(h) => h,
+                    None => {
+                        i += 1;
+                        addresses[i % addresses.len()].clone()
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -182,22 +182,32 @@ pub fn range_assign(
     // One shared id for every name missing from metadata.
     let missing = counts.len() as TopicId;
     counts.push(None);
-    let subs: Vec<Vec<TopicId>> = members
-        .iter()
-        .map(|m| {
-            m.topics
-                .iter()
-                .map(|name| index.get(name.as_str()).copied().unwrap_or(missing))
-                .collect()
-        })
-        .collect();
+    // The members of a group nearly always share one subscription: a list
+    // equal to the previous member's reuses its resolution, so ten thousand
+    // identical lists cost one resolution and one vector, and string
+    // compares instead of hash lookups.
+    let mut resolved: Vec<Vec<TopicId>> = Vec::new();
+    let mut which: Vec<usize> = Vec::with_capacity(members.len());
+    let mut previous: Option<&[String]> = None;
+    for m in members {
+        if previous != Some(m.topics.as_slice()) {
+            resolved.push(
+                m.topics
+                    .iter()
+                    .map(|name| index.get(name.as_str()).copied().unwrap_or(missing))
+                    .collect(),
+            );
+            previous = Some(&m.topics);
+        }
+        which.push(resolved.len() - 1);
+    }
     let subscribers: Vec<Subscriber<'_>> = members
         .iter()
-        .zip(&subs)
-        .map(|(m, topics)| Subscriber {
+        .zip(&which)
+        .map(|(m, &w)| Subscriber {
             member_id: &m.member_id,
             group_instance_id: m.group_instance_id.as_deref(),
-            topics,
+            topics: &resolved[w],
         })
         .collect();
     let by_id = range_assign_ids(&counts, &subscribers)?;

@@ -29,7 +29,10 @@ fn counts(assignment: &BTreeMap<i32, Vec<i32>>, ids: &[i32]) -> (Vec<u64>, Vec<u
             *replicas.entry(*b).or_default() += 1;
         }
     }
-    (leaders.into_values().collect(), replicas.into_values().collect())
+    (
+        leaders.into_values().collect(),
+        replicas.into_values().collect(),
+    )
 }
 
 fn spread(v: &[u64]) -> u64 {

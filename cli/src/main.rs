@@ -11,7 +11,9 @@
 //! (`dev`, `coordinator`, `agent`, `topics`, ...) add a variant to
 //! [`Command`] and a module beside `assign.rs`.
 
+mod admin;
 mod assign;
+mod format;
 mod server;
 mod table;
 
@@ -35,6 +37,9 @@ enum Command {
     /// cluster (replica placement, range assignment, group coordinator).
     #[command(subcommand)]
     Assign(assign::AssignCommand),
+    /// Cluster administration: `cluster`, `brokers`, `topics`, `leaders`.
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
     /// Run a cluster coordinator (etcd-backed; one of several is active).
     Coordinator(server::CoordinatorArgs),
 }
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Assign(cmd) => assign::run(cmd),
+        Command::Admin(cmd) => admin::run(cmd),
         Command::Coordinator(args) => server::coordinator(args),
     };
     match result {

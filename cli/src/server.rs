@@ -178,17 +178,25 @@ async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<Arc<dyn MetadataSt
     }
 }
 
-/// Wait until `coordinator` is active and sees `brokers` live brokers.
+/// Wait until `coordinator` is active and every `(broker id, control
+/// address)` is registered with it from this run (after a restart the store
+/// still lists the brokers of the previous run, at their old addresses).
 pub async fn wait_ready(
     coordinator: &Coordinator,
-    brokers: usize,
+    brokers: &[(i32, String)],
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         if let Role::Active(term) = coordinator.role() {
-            let live = term.state().brokers.values().filter(|b| !b.fenced).count();
-            if live >= brokers {
+            let state = term.state();
+            let ready = brokers.iter().all(|(id, address)| {
+                state
+                    .brokers
+                    .get(id)
+                    .is_some_and(|b| !b.fenced && b.control_address == *address)
+            });
+            if ready {
                 return Ok(());
             }
         }
@@ -197,4 +205,97 @@ pub async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Flags of `ballast dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the cluster keeps its metadata and the brokers their data; kept
+    /// across restarts.
+    #[arg(long, default_value = "./ballast-data")]
+    data_dir: std::path::PathBuf,
+    /// Number of broker agents (1 to 16).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    brokers: u16,
+    /// Address of the coordinator's API.
+    #[arg(long, default_value = "127.0.0.1:9410")]
+    listen: String,
+}
+
+/// `ballast dev`: the embedded store, one coordinator and N agents in one
+/// process, on loopback.
+pub fn dev(args: DevArgs) -> anyhow::Result<String> {
+    init_logging();
+    runtime()?.block_on(async move {
+        let started = Instant::now();
+        let data_dir = &args.data_dir;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("--data-dir {}", data_dir.display()))?;
+        let store_path = data_dir.join("metadata.redb");
+        let store: Arc<dyn MetadataStore> = Arc::new(
+            LocalStore::open(&store_path)
+                .await
+                .with_context(|| format!("opening {} (is another `ballast dev` using this --data-dir?)", store_path.display()))?,
+        );
+        let (listener, bound) = ballast_coordinator::service::bind(&args.listen)
+            .await
+            .with_context(|| format!("--listen {}", args.listen))?;
+        let address = bound.to_string();
+        let mut config = CoordinatorConfig::new("dev", address.clone());
+        config.heartbeat_interval = Duration::from_millis(500);
+        config.session_timeout = Duration::from_secs(6);
+        config.offsets_replication_factor = 3.min(i32::from(args.brokers));
+        let coordinator = Coordinator::new(config, store).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let serve = tokio::spawn(ballast_coordinator::service::serve(coordinator.clone(), listener, wait_true(stop_rx.clone())));
+        let run = tokio::spawn(coordinator.clone().run(wait_true(stop_rx)));
+
+        let mut agents = Vec::new();
+        for id in 1..=i32::from(args.brokers) {
+            let dir = data_dir.join(format!("broker-{id}"));
+            let config = ballast_broker_agent::AgentConfig::new(id, dir, vec![address.clone()]);
+            let handle = ballast_broker_agent::start(config)
+                .await
+                .with_context(|| format!("starting broker {id}"))?;
+            agents.push(handle);
+        }
+        let expected: Vec<(i32, String)> = agents
+            .iter()
+            .map(|a| (a.broker_id(), a.advertised_address().to_owned()))
+            .collect();
+        wait_ready(&coordinator, &expected, Duration::from_secs(60)).await?;
+
+        let mut out = String::new();
+        out.push_str(&format!(
+            "ballast dev: cluster ready in {:.1}s (data in {})\n",
+            started.elapsed().as_secs_f64(),
+            data_dir.display()
+        ));
+        out.push_str(&format!("  coordinator listening on {address}\n"));
+        for a in &agents {
+            out.push_str(&format!(
+                "  broker {:<3} {}  data {}\n",
+                a.broker_id(),
+                a.advertised_address(),
+                data_dir.join(format!("broker-{}", a.broker_id())).display()
+            ));
+        }
+        let rf = 3.min(args.brokers);
+        out.push_str(&format!(
+            "\nNext, in another terminal:\n  ballast topics create orders --partitions 6 --replication-factor {rf}\n  ballast topics describe orders\n  ballast brokers list\n  ballast cluster status\n(add --coordinator {address} if you changed --listen)\nPress Ctrl-C to stop; the cluster keeps its state for the next start.\n"
+        ));
+        print!("{out}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+
+        shutdown_signal().await;
+        tracing::info!("stopping");
+        for a in agents {
+            if let Err(e) = a.shutdown().await {
+                tracing::warn!(error = %e, "agent stop");
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = run.await;
+        let _ = serve.await;
+        Ok("ballast dev: stopped\n".to_owned())
+    })
 }

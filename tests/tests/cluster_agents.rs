@@ -1,0 +1,254 @@
+//! Real agents, a real coordinator and real etcd as separate processes:
+//! leaders move when an agent dies and the surviving agents receive them; a
+//! restarted agent comes back with a new broker epoch; a second agent
+//! claiming a live broker id is refused; `ballast dev` keeps its state across
+//! restarts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ballast_proto::v1::agent_control_client::AgentControlClient;
+use ballast_proto::v1::{self as pb};
+use ballast_tests::cluster::{channel, find_active, on_active, start_coordinator};
+use ballast_tests::etcd::EtcdServer;
+use ballast_tests::process::{BallastProcess, eventually, free_port};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn start_agent(coordinator: &str, id: i32, dir: &std::path::Path) -> BallastProcess {
+    let id = id.to_string();
+    let dir = dir.to_string_lossy().into_owned();
+    BallastProcess::start(
+        &[
+            "agent",
+            "--coordinator",
+            coordinator,
+            "--broker-id",
+            &id,
+            "--data-dir",
+            &dir,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        Duration::from_secs(20),
+    )
+    .expect("agent starts")
+}
+
+async fn agent_state(address: &str) -> Option<pb::GetAgentStateResponse> {
+    AgentControlClient::new(channel(address))
+        .get_state(pb::GetAgentStateRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+async fn topic(addresses: &[String], name: &str) -> pb::TopicDescription {
+    let name = name.to_owned();
+    on_active(addresses, WAIT, |mut c| {
+        let name = name.clone();
+        async move {
+            c.describe_topics(pb::DescribeTopicsRequest {
+                names: vec![name],
+                ..Default::default()
+            })
+            .await
+        }
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .topics
+    .remove(0)
+}
+
+async fn live_brokers(addresses: &[String]) -> BTreeMap<i32, pb::BrokerInfo> {
+    on_active(addresses, WAIT, |mut c| async move {
+        c.list_brokers(pb::ListBrokersRequest {}).await
+    })
+    .await
+    .map(|r| {
+        r.into_inner()
+            .brokers
+            .into_iter()
+            .filter(|b| !b.fenced)
+            .map(|b| (b.broker_id, b))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_an_agent_moves_its_leaderships_and_the_agents_receive_them() {
+    let etcd = EtcdServer::start().unwrap();
+    let coordinator = start_coordinator(&etcd.endpoints(), "agents1");
+    let addrs = vec![coordinator.address().to_owned()];
+    eventually("active", WAIT, || find_active(&addrs)).await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut agents: Vec<BallastProcess> = (1..=3)
+        .map(|id| start_agent(&addrs[0], id, &dirs.path().join(format!("b{id}"))))
+        .collect();
+    eventually("3 live brokers", WAIT, || async {
+        (live_brokers(&addrs).await.len() == 3).then_some(())
+    })
+    .await;
+
+    on_active(&addrs, WAIT, |mut c| async move {
+        c.create_topic(pb::CreateTopicRequest {
+            name: "events".into(),
+            partitions: 6,
+            replication_factor: 3,
+            request_id: "events-1".into(),
+            ..Default::default()
+        })
+        .await
+    })
+    .await
+    .unwrap();
+    // Every agent hosts all six partitions with the coordinator's leaders.
+    let before = topic(&addrs, "events").await;
+    for a in &agents {
+        eventually("agent hosts the topic", WAIT, || async {
+            let s = agent_state(a.address()).await?;
+            let hosted = s.partitions.iter().filter(|p| p.topic == "events").count();
+            (hosted == 6).then_some(())
+        })
+        .await;
+    }
+    let led_by_1: Vec<i32> = before
+        .partitions
+        .iter()
+        .filter(|p| p.leader == 1)
+        .map(|p| p.partition)
+        .collect();
+    assert!(
+        !led_by_1.is_empty(),
+        "Kafka's placement gives broker 1 some leaders: {before:?}"
+    );
+    let epoch_before = live_brokers(&addrs).await[&1].broker_epoch;
+
+    agents[0].kill();
+    let after = eventually("broker 1 fenced and its leaders moved", WAIT, || async {
+        let t = topic(&addrs, "events").await;
+        let moved = t
+            .partitions
+            .iter()
+            .all(|p| p.leader != 1 && !p.isr.contains(&1) && p.leader >= 0);
+        moved.then_some(t)
+    })
+    .await;
+    for p in &after.partitions {
+        let old = &before.partitions[p.partition as usize];
+        if led_by_1.contains(&p.partition) {
+            assert_eq!(
+                p.leader_epoch,
+                old.leader_epoch + 1,
+                "leader epoch +1 on partition {}",
+                p.partition
+            );
+            // The new leader is the first live ISR member in replica order.
+            let expected = old
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| *r != 1 && old.isr.contains(r));
+            assert_eq!(Some(p.leader), expected);
+        } else {
+            assert_eq!(p.leader, old.leader);
+        }
+    }
+    // The surviving agents were told.
+    for a in &agents[1..] {
+        eventually("agent received the new leaders", WAIT, || async {
+            let s = agent_state(a.address()).await?;
+            let ok = after.partitions.iter().all(|want| {
+                s.partitions.iter().any(|got| {
+                    got.topic == "events"
+                        && got.partition == want.partition
+                        && got.leader == want.leader
+                        && got.leader_epoch == want.leader_epoch
+                })
+            });
+            ok.then_some(())
+        })
+        .await;
+    }
+
+    // Broker 1 comes back with a new epoch and gets its partitions pushed.
+    agents[0].restart(Duration::from_secs(20)).unwrap();
+    let back = eventually("broker 1 back", WAIT, || async {
+        let b = live_brokers(&addrs).await.remove(&1)?;
+        (b.broker_epoch > epoch_before).then_some(b)
+    })
+    .await;
+    assert!(back.broker_epoch > epoch_before);
+    eventually("agent 1 resynced", WAIT, || async {
+        let s = agent_state(agents[0].address()).await?;
+        let hosted = s.partitions.iter().filter(|p| p.topic == "events").count();
+        (s.registered && s.broker_epoch == back.broker_epoch && hosted == 6).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_live_agent_claiming_a_broker_id_is_refused() {
+    let etcd = EtcdServer::start().unwrap();
+    let coordinator = start_coordinator(&etcd.endpoints(), "agents2");
+    let addrs = vec![coordinator.address().to_owned()];
+    eventually("active", WAIT, || find_active(&addrs)).await;
+    let dirs = tempfile::tempdir().unwrap();
+    let first = start_agent(&addrs[0], 7, &dirs.path().join("a"));
+    let registered = eventually("first agent registered", WAIT, || async {
+        let s = agent_state(first.address()).await?;
+        s.registered.then_some(s)
+    })
+    .await;
+    let second = start_agent(&addrs[0], 7, &dirs.path().join("b"));
+    // Give the second agent several registration attempts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s2 = agent_state(second.address()).await.unwrap();
+    assert!(!s2.registered, "the second claim must be refused");
+    let brokers = live_brokers(&addrs).await;
+    assert_eq!(
+        brokers[&7].broker_epoch, registered.broker_epoch,
+        "the first agent keeps the id"
+    );
+    assert!(
+        second.log().contains("already registered"),
+        "{}",
+        second.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ballast_dev_keeps_topics_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").to_string_lossy().into_owned();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["dev", "--data-dir", &data, "--listen", &listen];
+    let mut dev = BallastProcess::start(&args, Duration::from_secs(60)).unwrap();
+    let addrs = vec![dev.address().to_owned()];
+    let created = on_active(&addrs, WAIT, |mut c| async move {
+        c.create_topic(pb::CreateTopicRequest {
+            name: "kept".into(),
+            partitions: 4,
+            replication_factor: 3,
+            request_id: "kept-1".into(),
+            ..Default::default()
+        })
+        .await
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .topic
+    .unwrap();
+    dev.stop();
+    dev.restart(Duration::from_secs(60)).unwrap();
+    let after = topic(&addrs, "kept").await;
+    assert_eq!(after.topic_id, created.topic_id);
+    assert_eq!(after.partitions.len(), 4);
+    assert_eq!(live_brokers(&addrs).await.len(), 3);
+}

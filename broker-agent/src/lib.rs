@@ -5,5 +5,254 @@
 //! coordinator for the `__consumer_offsets` partitions it leads. It applies
 //! the desired state the coordinator pushes and reports what it reached.
 //!
-//! Status: the crate is laid out; the control loop arrives with the
-//! coordinator issue and the log with the broker-log issue.
+//! Status: the control side is here. [`start`] opens and locks the data
+//! directory ([`meta`]), loads the partition directories
+//! ([`partition_dir`]), serves AgentControl (Apply, GetState), and runs the
+//! control loop that registers with the active coordinator and heartbeats.
+//! A push is fenced by coordinator epoch, broker epoch and version, then
+//! reconciled ([`reconcile`], pure) into partition directories with the
+//! leader or follower role and epochs it names; the cluster metadata it
+//! carries is kept ([`metadata`]) to answer clients. The log itself,
+//! produce/fetch and replication arrive with the broker-log issue.
+//!
+//! On disk (`<data_dir>/`):
+//! * `agent.json`: broker id, incarnation id, highest coordinator epoch;
+//! * `.lock`: held exclusively while an agent uses the directory;
+//! * `partitions/<topic>-<partition>/partition.json`: one per hosted
+//!   partition.
+
+pub mod config;
+mod control;
+pub mod error;
+pub mod meta;
+pub mod metadata;
+pub mod partition;
+pub mod partition_dir;
+pub mod reconcile;
+mod service;
+mod state;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use ballast_proto::v1::agent_control_server::AgentControlServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::AgentConfig;
+pub use control::ACTIVE_COORDINATOR_KEY;
+pub use error::{AgentError, ERROR_REASON_KEY};
+
+use control::{ControlLoop, Identity};
+use meta::DataDir;
+use service::AgentService;
+use state::AgentState;
+
+/// A running agent. [`AgentHandle::shutdown`] stops it and waits; dropping
+/// the handle also asks it to stop, without waiting.
+#[derive(Debug)]
+pub struct AgentHandle {
+    broker_id: i32,
+    local_addr: SocketAddr,
+    advertised: String,
+    incarnation_id: String,
+    cancel: CancellationToken,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    control: Option<JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    /// The broker id.
+    pub fn broker_id(&self) -> i32 {
+        self.broker_id
+    }
+
+    /// The address the AgentControl server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The `host:port` given to the coordinator (control address and client
+    /// endpoint).
+    pub fn advertised_address(&self) -> &str {
+        &self.advertised
+    }
+
+    /// The data directory's incarnation id, as sent in Register.
+    pub fn incarnation_id(&self) -> &str {
+        &self.incarnation_id
+    }
+
+    /// Resolves only if the server stops on its own (it never does while
+    /// healthy), with the reason. Use it in a `select!` beside a shutdown
+    /// signal.
+    pub async fn failed(&mut self) -> AgentError {
+        let Some(server) = self.server.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = server.await;
+        self.server = None;
+        match result {
+            Ok(Ok(())) => AgentError::Task("AgentControl server stopped".to_owned()),
+            Ok(Err(e)) => AgentError::Serve(e),
+            Err(e) => AgentError::Task(e.to_string()),
+        }
+    }
+
+    /// Stops serving and the control loop, waits for both, and releases
+    /// the data directory (another agent may open it once this returns).
+    pub async fn shutdown(mut self) -> Result<(), AgentError> {
+        self.cancel.cancel();
+        let mut outcome = Ok(());
+        if let Some(control) = self.control.take()
+            && let Err(e) = control.await
+        {
+            outcome = Err(AgentError::Task(e.to_string()));
+        }
+        if let Some(server) = self.server.take() {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => outcome = Err(AgentError::Serve(e)),
+                Err(e) => outcome = Err(AgentError::Task(e.to_string())),
+            }
+        }
+        info!(broker_id = self.broker_id, "agent stopped");
+        outcome
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Starts an agent: validates `config`, opens and locks the data directory,
+/// loads hosted partitions, binds and serves AgentControl, and starts
+/// registering with the coordinator. Returns once serving.
+pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
+    config.validate()?;
+    let data_dir_path = config.data_dir.clone();
+    let broker_id = config.broker_id;
+    let (data_dir, hosted, problems, disk) = tokio::task::spawn_blocking(move || {
+        let data_dir = DataDir::open(&data_dir_path, broker_id)?;
+        let (hosted, problems) = partition_dir::load_all(&data_dir_path)?;
+        let disk = disk_capacity(&data_dir_path);
+        Ok::<_, AgentError>((data_dir, hosted, problems, disk))
+    })
+    .await
+    .map_err(|e| AgentError::Task(e.to_string()))??;
+    for p in &problems {
+        warn!(problem = %p, "skipped a partition directory");
+    }
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| AgentError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let advertised = match &config.advertise {
+        Some(a) => a.clone(),
+        None => default_advertised(local_addr),
+    };
+
+    let state = Arc::new(AgentState::new(data_dir, hosted));
+    let incarnation_id = state.incarnation_id().to_owned();
+    let cancel = CancellationToken::new();
+
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AgentControlServer::new(AgentService::new(Arc::clone(
+                &state,
+            ))))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                cancel.clone().cancelled_owned(),
+            ),
+    );
+    let identity = Identity {
+        incarnation_id: incarnation_id.clone(),
+        rack: config.rack.clone().unwrap_or_default(),
+        disk_capacity_bytes: config.disk_capacity_bytes.unwrap_or(disk),
+        advertised: advertised.clone(),
+    };
+    let control = tokio::spawn(
+        ControlLoop::new(
+            Arc::clone(&state),
+            identity,
+            config.coordinators.clone(),
+            cancel.clone(),
+        )
+        .run(),
+    );
+    info!(
+        broker_id,
+        listen = %local_addr,
+        advertised = %advertised,
+        hosted = state.get_state().hosted.len(),
+        "agent serving AgentControl"
+    );
+    Ok(AgentHandle {
+        broker_id,
+        local_addr,
+        advertised,
+        incarnation_id,
+        cancel,
+        server: Some(server),
+        control: Some(control),
+    })
+}
+
+/// Runs an agent until `shutdown` resolves (or the server fails), then
+/// stops it cleanly.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let mut handle = start(config).await?;
+    let failure = tokio::select! {
+        () = shutdown => None,
+        e = handle.failed() => Some(e),
+    };
+    let stopped = handle.shutdown().await;
+    match failure {
+        Some(e) => Err(e),
+        None => stopped,
+    }
+}
+
+/// The bound address, with an unspecified IP replaced by loopback (a
+/// wildcard address cannot be dialled; set `advertise` for other hosts).
+fn default_advertised(local: SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        let loopback = match local.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        warn!(
+            listen = %local,
+            "listening on a wildcard address without --advertise; advertising loopback"
+        );
+        SocketAddr::new(loopback, local.port()).to_string()
+    } else {
+        local.to_string()
+    }
+}
+
+/// Size of the file system holding `dir`, 0 when unknown.
+fn disk_capacity(dir: &Path) -> u64 {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => s.f_blocks.saturating_mul(s.f_frsize),
+        Err(_) => 0,
+    }
+}

@@ -12,6 +12,7 @@
 //! [`Command`] and a module beside `assign.rs`.
 
 mod admin;
+mod agent;
 mod assign;
 mod format;
 mod server;
@@ -42,6 +43,9 @@ enum Command {
     Admin(admin::AdminCommand),
     /// Run a cluster coordinator (etcd-backed; one of several is active).
     Coordinator(server::CoordinatorArgs),
+    /// Run a broker agent: register with the coordinator, heartbeat, and
+    /// apply the partitions it pushes.
+    Agent(agent::AgentArgs),
 }
 
 /// Exit code for arguments clap refuses (clap's own convention).
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Assign(cmd) => assign::run(cmd),
         Command::Admin(cmd) => admin::run(cmd),
         Command::Coordinator(args) => server::coordinator(args),
+        Command::Agent(args) => agent::run(args),
     };
     match result {
         Ok(out) => write_stdout(&out),

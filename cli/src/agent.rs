@@ -1,0 +1,202 @@
+//! `ballast agent`: run one broker agent in the foreground.
+//!
+//! Owns the command's flags ([`AgentArgs`]) and their mapping to
+//! [`AgentConfig`] (which validates them and names the bad flag), the tokio
+//! runtime and logging (`tracing` to stderr as text or JSON; level from
+//! `RUST_LOG`, default `info`). SIGTERM or SIGINT (`server::shutdown_signal`)
+//! stops the agent cleanly. The agent itself lives in `ballast-broker-agent`;
+//! `ballast dev` runs several in one process with its `start`.
+//!
+//! Exception to the command contract in `main.rs`: this command runs until
+//! stopped, so it prints its one stdout line itself as soon as it serves,
+//! `agent <broker-id> listening on <addr>` (the bound AgentControl address;
+//! harnesses parse it), and returns an empty output when it stops.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use ballast_broker_agent::AgentConfig;
+use clap::{Args, ValueEnum};
+
+/// Log line format on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `ballast agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Coordinator addresses (host:port), comma-separated, tried in order; a
+    /// standby redirects the agent to the active coordinator.
+    #[arg(
+        long = "coordinator",
+        env = "BALLAST_COORDINATOR",
+        value_name = "ADDRS",
+        value_delimiter = ',',
+        required = true
+    )]
+    coordinators: Vec<String>,
+    /// This agent's broker id (>= 0); its data directory remembers it.
+    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+    broker_id: i32,
+    /// Rack name, for rack-aware replica placement.
+    #[arg(long)]
+    rack: Option<String>,
+    /// Directory for the agent's identity and partition directories
+    /// (created when missing; one agent at a time).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Address the AgentControl gRPC server listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// host:port the coordinator and clients use to reach this agent
+    /// (default: the bound address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Disk capacity to report, in bytes (default: the size of the file
+    /// system holding the data directory).
+    #[arg(long, value_name = "BYTES")]
+    disk_capacity: Option<u64>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+impl AgentArgs {
+    fn config(&self) -> AgentConfig {
+        AgentConfig {
+            broker_id: self.broker_id,
+            rack: self.rack.clone(),
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            advertise: self.advertise.clone(),
+            coordinators: self
+                .coordinators
+                .iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            disk_capacity_bytes: self.disk_capacity,
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(args: AgentArgs) -> Result<String> {
+    let config = args.config();
+    config.validate()?;
+    init_logging(args.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(String::new())
+}
+
+async fn serve(config: AgentConfig) -> Result<()> {
+    let broker_id = config.broker_id;
+    let mut agent = ballast_broker_agent::start(config).await?;
+    announce(broker_id, agent.local_addr())?;
+    let failure = tokio::select! {
+        () = crate::server::shutdown_signal() => None,
+        e = agent.failed() => Some(e),
+    };
+    tracing::info!(broker_id, "stopping");
+    agent.shutdown().await?;
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// The one stdout line, flushed at once so a parent process can read it.
+fn announce(broker_id: i32, addr: SocketAddr) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", listening_line(broker_id, addr))
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
+fn listening_line(broker_id: i32, addr: SocketAddr) -> String {
+    format!("agent {broker_id} listening on {addr}")
+}
+
+fn init_logging(format: LogFormat) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: AgentArgs,
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let w = Wrapper::try_parse_from([
+            "agent",
+            "--coordinator",
+            "127.0.0.1:1, 127.0.0.1:2",
+            "--broker-id",
+            "3",
+            "--rack",
+            "a",
+            "--data-dir",
+            "/tmp/d",
+        ])
+        .unwrap();
+        let c = w.args.config();
+        assert_eq!(c.coordinators, vec!["127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(c.broker_id, 3);
+        assert_eq!(c.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.rack.as_deref(), Some("a"));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_negative_broker_id_is_refused_by_name() {
+        let w = Wrapper::try_parse_from([
+            "agent",
+            "--coordinator",
+            "h:1",
+            "--broker-id",
+            "-1",
+            "--data-dir",
+            "/tmp/d",
+        ])
+        .unwrap();
+        let err = w.args.config().validate().unwrap_err().to_string();
+        assert!(err.contains("broker-id"), "{err}");
+    }
+
+    #[test]
+    fn the_listening_line() {
+        assert_eq!(
+            listening_line(2, "127.0.0.1:4000".parse().unwrap()),
+            "agent 2 listening on 127.0.0.1:4000"
+        );
+    }
+}

@@ -43,6 +43,9 @@ enum Command {
     Admin(admin::AdminCommand),
     /// Run a cluster coordinator (etcd-backed; one of several is active).
     Coordinator(server::CoordinatorArgs),
+    /// Run a whole local cluster in one process: the embedded store, a
+    /// coordinator and broker agents on loopback.
+    Dev(server::DevArgs),
     /// Run a broker agent: register with the coordinator, heartbeat, and
     /// apply the partitions it pushes.
     Agent(agent::AgentArgs),
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Assign(cmd) => assign::run(cmd),
         Command::Admin(cmd) => admin::run(cmd),
         Command::Coordinator(args) => server::coordinator(args),
+        Command::Dev(args) => server::dev(args),
         Command::Agent(args) => agent::run(args),
     };
     match result {

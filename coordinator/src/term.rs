@@ -475,6 +475,16 @@ impl Term {
         &self,
         topic: Option<&str>,
     ) -> Result<(u64, u64, u64), ServiceError> {
+        self.elect_preferred_where(topic, None).await
+    }
+
+    /// Preferred-leader election restricted to a topic and/or to partitions
+    /// whose preferred leader is one of `brokers`.
+    async fn elect_preferred_where(
+        &self,
+        topic: Option<&str>,
+        brokers: Option<&[i32]>,
+    ) -> Result<(u64, u64, u64), ServiceError> {
         let _w = self.write.lock().await;
         let (changes, already, not_eligible) = {
             let state = self.state();
@@ -490,6 +500,11 @@ impl Term {
                     continue;
                 }
                 for (p, s) in entry.partitions.iter().enumerate() {
+                    if let Some(brokers) = brokers
+                        && !s.replicas.first().is_some_and(|b| brokers.contains(b))
+                    {
+                        continue;
+                    }
                     if s.replicas.first() == Some(&s.leader) {
                         already += 1;
                     } else if let Some(next) = partition::elect_preferred(s, |b| state.is_live(b)) {
@@ -807,8 +822,11 @@ impl Term {
         Ok(())
     }
 
+    /// Kafka's automatic rebalance: for each broker whose leader imbalance
+    /// passes the threshold, move back the partitions it prefers to lead
+    /// (where it is live and in sync).
     async fn auto_preferred_election(&self) -> Result<(), ServiceError> {
-        let needs = {
+        let imbalanced = {
             let state = self.state();
             let views = state.topics.values().flat_map(|t| {
                 t.partitions
@@ -819,13 +837,12 @@ impl Term {
                     })
             });
             let loads = ballast_assignor::broker_loads(&[], views);
-            !ballast_assignor::leader_imbalance(&loads, self.config.leader_imbalance_percentage)
-                .is_empty()
+            ballast_assignor::leader_imbalance(&loads, self.config.leader_imbalance_percentage)
         };
-        if needs {
-            let (elected, _, _) = self.elect_preferred(None).await?;
+        if !imbalanced.is_empty() {
+            let (elected, _, _) = self.elect_preferred_where(None, Some(&imbalanced)).await?;
             if elected > 0 {
-                tracing::info!(elected, "automatic preferred-leader election");
+                tracing::info!(elected, brokers = ?imbalanced, "automatic preferred-leader election");
             }
         }
         Ok(())

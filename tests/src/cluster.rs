@@ -36,6 +36,11 @@ pub const FAST: &[&str] = &[
 
 /// Start a coordinator process on `etcd` endpoints with [`FAST`] timings.
 pub fn start_coordinator(etcd: &[String], cluster_id: &str) -> BallastProcess {
+    start_coordinator_with(etcd, cluster_id, &[])
+}
+
+/// [`start_coordinator`] with extra flags (later flags win).
+pub fn start_coordinator_with(etcd: &[String], cluster_id: &str, extra: &[&str]) -> BallastProcess {
     let endpoints = etcd.join(",");
     let mut args = vec![
         "coordinator",
@@ -47,6 +52,7 @@ pub fn start_coordinator(etcd: &[String], cluster_id: &str) -> BallastProcess {
         cluster_id,
     ];
     args.extend_from_slice(FAST);
+    args.extend_from_slice(extra);
     BallastProcess::start(&args, Duration::from_secs(20)).expect("coordinator starts")
 }
 

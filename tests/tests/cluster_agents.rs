@@ -252,3 +252,147 @@ async fn ballast_dev_keeps_topics_across_restart() {
     assert_eq!(after.partitions.len(), 4);
     assert_eq!(live_brokers(&addrs).await.len(), 3);
 }
+
+/// Broker 1 dies and returns; the test then plays the partition leaders'
+/// part that the log issue will automate (asking to add broker 1 back to the
+/// ISR) over the real BrokerControl API, and checks preferred-leader
+/// election: on demand, and automatically when broker 1's leader imbalance
+/// passes 10 %.
+async fn leadership_returns_to_preferred_replicas(automatic: bool) {
+    use ballast_proto::v1::broker_control_client::BrokerControlClient;
+    let etcd = EtcdServer::start().unwrap();
+    let interval = if automatic { "1s" } else { "0s" };
+    let coordinator = ballast_tests::cluster::start_coordinator_with(
+        &etcd.endpoints(),
+        if automatic {
+            "pref-auto"
+        } else {
+            "pref-manual"
+        },
+        &["--leader-imbalance-check-interval", interval],
+    );
+    let addrs = vec![coordinator.address().to_owned()];
+    eventually("active", WAIT, || find_active(&addrs)).await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut agents: Vec<BallastProcess> = (1..=3)
+        .map(|id| start_agent(&addrs[0], id, &dirs.path().join(format!("b{id}"))))
+        .collect();
+    eventually("3 live brokers", WAIT, || async {
+        (live_brokers(&addrs).await.len() == 3).then_some(())
+    })
+    .await;
+    on_active(&addrs, WAIT, |mut c| async move {
+        c.create_topic(pb::CreateTopicRequest {
+            name: "pref".into(),
+            partitions: 6,
+            replication_factor: 3,
+            request_id: "pref-1".into(),
+            ..Default::default()
+        })
+        .await
+    })
+    .await
+    .unwrap();
+    agents[0].kill();
+    eventually("broker 1 out of every ISR", WAIT, || async {
+        let t = topic(&addrs, "pref").await;
+        t.partitions
+            .iter()
+            .all(|p| !p.isr.contains(&1))
+            .then_some(())
+    })
+    .await;
+    agents[0].restart(Duration::from_secs(20)).unwrap();
+    eventually("broker 1 live", WAIT, || async {
+        live_brokers(&addrs).await.get(&1).map(|_| ())
+    })
+    .await;
+
+    // Each leader asks to add broker 1 back, with its epochs.
+    let brokers = live_brokers(&addrs).await;
+    let t = topic(&addrs, "pref").await;
+    let mut control = BrokerControlClient::new(channel(&addrs[0]));
+    for p in &t.partitions {
+        let mut isr = p.isr.clone();
+        isr.push(1);
+        let req = pb::AlterIsrRequest {
+            broker_id: p.leader,
+            broker_epoch: brokers[&p.leader].broker_epoch,
+            topic: "pref".into(),
+            partition: p.partition,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: isr.clone(),
+        };
+        // A stale leader epoch is refused and changes nothing.
+        let stale = pb::AlterIsrRequest {
+            leader_epoch: p.leader_epoch - 1,
+            ..req.clone()
+        };
+        let refused = control.alter_isr(stale).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("fenced leader epoch"),
+            "{}",
+            refused.message()
+        );
+        let state = control
+            .alter_isr(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .state
+            .unwrap();
+        assert!(state.isr.contains(&1));
+        assert_eq!(state.partition_epoch, p.partition_epoch + 1);
+    }
+    if !automatic {
+        let r = on_active(&addrs, WAIT, |mut c| async move {
+            c.elect_preferred_leaders(pb::ElectPreferredLeadersRequest {
+                topic: "pref".into(),
+            })
+            .await
+        })
+        .await
+        .unwrap()
+        .into_inner();
+        assert!(r.elected > 0, "{r:?}");
+        assert_eq!(r.not_eligible, 0);
+    }
+    let back = eventually("preferred leaders restored", WAIT, || async {
+        let t = topic(&addrs, "pref").await;
+        t.partitions
+            .iter()
+            .all(|p| p.leader == p.replicas[0])
+            .then_some(t)
+    })
+    .await;
+    // And broker 1's agent was told it leads them again.
+    eventually("agent 1 leads its preferred partitions", WAIT, || async {
+        let s = agent_state(agents[0].address()).await?;
+        let ok = back
+            .partitions
+            .iter()
+            .filter(|p| p.leader == 1)
+            .all(|want| {
+                s.hosted.iter().any(|h| {
+                    h.topic == "pref"
+                        && h.partition == want.partition
+                        && h.role == pb::ReplicaRole::Leader as i32
+                        && h.leader_epoch == want.leader_epoch
+                })
+            });
+        ok.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_leader_election_on_demand_after_the_isr_expands() {
+    leadership_returns_to_preferred_replicas(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_preferred_leader_election_when_imbalanced() {
+    leadership_returns_to_preferred_replicas(true).await;
+}

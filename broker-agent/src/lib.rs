@@ -45,6 +45,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::AgentConfig;
+
+/// Largest push (and GetState answer) the agent accepts: 256 MiB, room for
+/// the leaders of several million partitions.
+pub const MAX_PUSH_BYTES: usize = 256 << 20;
 pub use control::ACTIVE_COORDINATOR_KEY;
 pub use error::{AgentError, ERROR_REASON_KEY};
 
@@ -172,9 +176,13 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
 
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AgentControlServer::new(AgentService::new(Arc::clone(
-                &state,
-            ))))
+            .add_service(
+                // A full push carries every partition's leader in the
+                // cluster: allow far more than tonic's 4 MiB default.
+                AgentControlServer::new(AgentService::new(Arc::clone(&state)))
+                    .max_decoding_message_size(MAX_PUSH_BYTES)
+                    .max_encoding_message_size(MAX_PUSH_BYTES),
+            )
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 cancel.clone().cancelled_owned(),

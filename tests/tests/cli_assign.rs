@@ -657,7 +657,7 @@ fn replicas_bad_input_is_one_line_with_kafka_wording() {
                 "--start-partition",
                 "2147483647",
             ],
-            &["exceed the largest partition id 2147483647"],
+            &["would pass the largest partition id 2147483647"],
         ),
         (
             &[

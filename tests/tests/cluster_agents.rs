@@ -80,33 +80,62 @@ async fn live_brokers(addresses: &[String]) -> BTreeMap<i32, pb::BrokerInfo> {
     .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_an_agent_moves_its_leaderships_and_the_agents_receive_them() {
-    let etcd = EtcdServer::start().unwrap();
-    let coordinator = start_coordinator(&etcd.endpoints(), "agents1");
-    let addrs = vec![coordinator.address().to_owned()];
-    eventually("active", WAIT, || find_active(&addrs)).await;
-    let dirs = tempfile::tempdir().unwrap();
-    let mut agents: Vec<BallastProcess> = (1..=3)
-        .map(|id| start_agent(&addrs[0], id, &dirs.path().join(format!("b{id}"))))
-        .collect();
-    eventually("3 live brokers", WAIT, || async {
-        (live_brokers(&addrs).await.len() == 3).then_some(())
-    })
-    .await;
+/// etcd, one coordinator and agents 1..=3 as processes, with a 6-partition
+/// RF-3 topic created.
+struct AgentCluster {
+    _etcd: EtcdServer,
+    _coordinator: BallastProcess,
+    _dirs: tempfile::TempDir,
+    addrs: Vec<String>,
+    agents: Vec<BallastProcess>,
+}
 
-    on_active(&addrs, WAIT, |mut c| async move {
-        c.create_topic(pb::CreateTopicRequest {
-            name: "events".into(),
-            partitions: 6,
-            replication_factor: 3,
-            request_id: "events-1".into(),
-            ..Default::default()
+impl AgentCluster {
+    async fn start(cluster_id: &str, extra: &[&str], topic_name: &str) -> AgentCluster {
+        let etcd = EtcdServer::start().unwrap();
+        let coordinator =
+            ballast_tests::cluster::start_coordinator_with(&etcd.endpoints(), cluster_id, extra);
+        let addrs = vec![coordinator.address().to_owned()];
+        eventually("active", WAIT, || find_active(&addrs)).await;
+        let dirs = tempfile::tempdir().unwrap();
+        let agents: Vec<BallastProcess> = (1..=3)
+            .map(|id| start_agent(&addrs[0], id, &dirs.path().join(format!("b{id}"))))
+            .collect();
+        eventually("3 live brokers", WAIT, || async {
+            (live_brokers(&addrs).await.len() == 3).then_some(())
+        })
+        .await;
+        let name = topic_name.to_owned();
+        on_active(&addrs, WAIT, |mut c| {
+            let name = name.clone();
+            async move {
+                c.create_topic(pb::CreateTopicRequest {
+                    request_id: format!("{name}-1"),
+                    name,
+                    partitions: 6,
+                    replication_factor: 3,
+                    ..Default::default()
+                })
+                .await
+            }
         })
         .await
-    })
-    .await
-    .unwrap();
+        .unwrap();
+        AgentCluster {
+            _etcd: etcd,
+            _coordinator: coordinator,
+            _dirs: dirs,
+            addrs,
+            agents,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_an_agent_moves_its_leaderships_and_the_agents_receive_them() {
+    let cluster = AgentCluster::start("agents1", &[], "events").await;
+    let addrs = cluster.addrs.clone();
+    let mut agents = cluster.agents;
     // Every agent hosts all six partitions with the coordinator's leaders.
     let before = topic(&addrs, "events").await;
     for a in &agents {
@@ -260,39 +289,19 @@ async fn ballast_dev_keeps_topics_across_restart() {
 /// passes 10 %.
 async fn leadership_returns_to_preferred_replicas(automatic: bool) {
     use ballast_proto::v1::broker_control_client::BrokerControlClient;
-    let etcd = EtcdServer::start().unwrap();
     let interval = if automatic { "1s" } else { "0s" };
-    let coordinator = ballast_tests::cluster::start_coordinator_with(
-        &etcd.endpoints(),
+    let cluster = AgentCluster::start(
         if automatic {
             "pref-auto"
         } else {
             "pref-manual"
         },
         &["--leader-imbalance-check-interval", interval],
-    );
-    let addrs = vec![coordinator.address().to_owned()];
-    eventually("active", WAIT, || find_active(&addrs)).await;
-    let dirs = tempfile::tempdir().unwrap();
-    let mut agents: Vec<BallastProcess> = (1..=3)
-        .map(|id| start_agent(&addrs[0], id, &dirs.path().join(format!("b{id}"))))
-        .collect();
-    eventually("3 live brokers", WAIT, || async {
-        (live_brokers(&addrs).await.len() == 3).then_some(())
-    })
+        "pref",
+    )
     .await;
-    on_active(&addrs, WAIT, |mut c| async move {
-        c.create_topic(pb::CreateTopicRequest {
-            name: "pref".into(),
-            partitions: 6,
-            replication_factor: 3,
-            request_id: "pref-1".into(),
-            ..Default::default()
-        })
-        .await
-    })
-    .await
-    .unwrap();
+    let addrs = cluster.addrs.clone();
+    let mut agents = cluster.agents;
     agents[0].kill();
     eventually("broker 1 out of every ISR", WAIT, || async {
         let t = topic(&addrs, "pref").await;

@@ -28,6 +28,19 @@ fn create(name: &str, request_id: &str) -> pb::CreateTopicRequest {
     }
 }
 
+/// Create through whichever coordinator is active, following failover.
+async fn create_on_active(
+    addresses: &[String],
+    req: pb::CreateTopicRequest,
+) -> Result<pb::TopicDescription, tonic::Status> {
+    on_active(addresses, WAIT, |mut c| {
+        let req = req.clone();
+        async move { c.create_topic(req).await }
+    })
+    .await
+    .map(|r| r.into_inner().topic.unwrap_or_default())
+}
+
 async fn describe(addresses: &[String]) -> Vec<pb::TopicDescription> {
     on_active(addresses, WAIT, |mut c| async move {
         c.describe_topics(pb::DescribeTopicsRequest::default())
@@ -95,31 +108,18 @@ async fn kill9_of_active_coordinator_fails_over_and_creation_completes_once() {
 
     // The client retries with the same request id until the new active
     // coordinator answers: the topic exists exactly once.
-    let created = on_active(&addrs, WAIT, |mut c| async move {
-        c.create_topic(create("orders", "req-1")).await
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .topic
-    .unwrap();
+    let created = create_on_active(&addrs, create("orders", "req-1"))
+        .await
+        .unwrap();
     assert_eq!(created.partitions.len(), 6);
-    let again = on_active(&addrs, WAIT, |mut c| async move {
-        c.create_topic(create("orders", "req-1")).await
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .topic
-    .unwrap();
+    let again = create_on_active(&addrs, create("orders", "req-1"))
+        .await
+        .unwrap();
     assert_eq!(
         again.topic_id, created.topic_id,
         "a retry must not create a second topic"
     );
-    let other = on_active(&addrs, WAIT, |mut c| async move {
-        c.create_topic(create("orders", "req-2")).await
-    })
-    .await;
+    let other = create_on_active(&addrs, create("orders", "req-2")).await;
     assert_eq!(other.unwrap_err().code(), tonic::Code::AlreadyExists);
 
     let topics = describe(&addrs).await;

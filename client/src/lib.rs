@@ -24,6 +24,7 @@
 
 pub mod admin;
 mod error;
+pub mod partitioner;
 mod retry;
 
 pub use admin::{AdminClient, AdminOptions, NewTopic};

@@ -19,6 +19,11 @@
 //!
 //! The partition leader epoch and base offset are outside the CRC, so a
 //! leader can stamp them without recomputing it (as Kafka does).
+//!
+//! Owns the header's layout, its checks, the crate's error type and the
+//! in-place stamping of header fields. It must never hand out a batch whose
+//! CRC did not match, read past the bytes it was given, or give a corrupt
+//! batch a fresh CRC.
 
 /// Size of the fixed header.
 pub const BATCH_HEADER_LEN: usize = 61;
@@ -62,6 +67,178 @@ pub enum RecordError {
     /// A field is out of range or inconsistent.
     #[error("invalid batch: {0}")]
     Invalid(String),
+    /// The batch's records are compressed (attributes bits 0-2); only
+    /// uncompressed batches are decoded.
+    #[error("unsupported compression codec {0} ({name}): only uncompressed batches are supported", name = compression_name(*.0))]
+    UnsupportedCompression(u8),
+    /// A varint longer than 5 bytes or a varlong longer than 10, or one with
+    /// bits beyond its type's width.
+    #[error("record {record}: invalid varint in {field}")]
+    InvalidVarint {
+        /// Index of the record in the batch.
+        record: u32,
+        /// Which field.
+        field: &'static str,
+    },
+    /// The bytes a record is bounded by ended inside a field.
+    #[error("record {record}: truncated in {field}")]
+    RecordTruncated {
+        /// Index of the record in the batch.
+        record: u32,
+        /// Which field.
+        field: &'static str,
+    },
+    /// A negative length or count where none may be (-1, meaning null, is
+    /// allowed only for keys, values and header values).
+    #[error("record {record}: negative {field} {length}")]
+    NegativeLength {
+        /// Index of the record in the batch.
+        record: u32,
+        /// Which length or count.
+        field: &'static str,
+        /// The value read.
+        length: i32,
+    },
+    /// A length or count larger than the bytes left to hold it (a header
+    /// count is bounded by half the bytes left: each header takes at least
+    /// two).
+    #[error("record {record}: {field} {length} exceeds the {remaining} bytes left")]
+    LengthOutOfBounds {
+        /// Index of the record in the batch.
+        record: u32,
+        /// Which length or count.
+        field: &'static str,
+        /// The value read.
+        length: i32,
+        /// Bytes left where it was read.
+        remaining: usize,
+    },
+    /// A record's length prefix disagrees with the bytes its fields take.
+    #[error("record {record}: length says {declared} bytes but its fields take {used}")]
+    RecordSizeMismatch {
+        /// Index of the record in the batch.
+        record: u32,
+        /// The record's length prefix.
+        declared: usize,
+        /// Bytes its fields took.
+        used: usize,
+    },
+    /// A header key that is not UTF-8.
+    #[error("record {record}: header {header} key is not UTF-8")]
+    InvalidHeaderKey {
+        /// Index of the record in the batch.
+        record: u32,
+        /// Index of the header in the record.
+        header: u32,
+    },
+    /// A record's offset delta outside `0..=last_offset_delta`.
+    #[error("record {record}: offset delta {offset_delta} outside 0..={last_offset_delta}")]
+    OffsetDeltaOutOfRange {
+        /// Index of the record in the batch.
+        record: u32,
+        /// The record's offset delta.
+        offset_delta: i32,
+        /// The batch's last offset delta.
+        last_offset_delta: i32,
+    },
+    /// The records ended before the batch's records count.
+    #[error("batch declares {declared} records but holds {found}")]
+    RecordCountMismatch {
+        /// Records count in the header.
+        declared: i32,
+        /// Records present.
+        found: u32,
+    },
+    /// Bytes left over after the batch's records count.
+    #[error("{extra} bytes after the {declared} records the batch declares")]
+    TrailingBytes {
+        /// Records count in the header.
+        declared: i32,
+        /// Bytes left over.
+        extra: usize,
+    },
+    /// Building would exceed the largest batch allowed.
+    #[error("batch of {size} bytes exceeds the limit of {limit}")]
+    BatchTooLarge {
+        /// Size the batch would have.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Appending: a batch with no records.
+    #[error("batch holds no records")]
+    EmptyBatch,
+    /// Appending: control batches are written by the broker, never by clients.
+    #[error("control batches may not be produced by clients")]
+    ControlBatch,
+    /// Appending: the last offset delta must be the records count minus one.
+    #[error("last offset delta {last_offset_delta} does not match {records_count} records")]
+    LastOffsetDeltaMismatch {
+        /// Last offset delta in the header.
+        last_offset_delta: i32,
+        /// Records count in the header.
+        records_count: i32,
+    },
+    /// Appending: offset deltas must be 0, 1, 2, ... in order.
+    #[error("record {record} has offset delta {offset_delta}, expected {record}")]
+    OffsetDeltaGap {
+        /// Index of the record in the batch.
+        record: u32,
+        /// The record's offset delta.
+        offset_delta: i32,
+    },
+    /// Appending: a create-time batch whose max timestamp is not the largest
+    /// record timestamp.
+    #[error("max timestamp {stored} in the header, {computed} in the records")]
+    MaxTimestampMismatch {
+        /// Max timestamp in the header.
+        stored: i64,
+        /// Largest record timestamp.
+        computed: i64,
+    },
+}
+
+/// Kafka's name for a compression codec id (attributes bits 0-2).
+pub fn compression_name(codec: u8) -> &'static str {
+    match codec {
+        0 => "none",
+        1 => "gzip",
+        2 => "snappy",
+        3 => "lz4",
+        4 => "zstd",
+        _ => "unknown",
+    }
+}
+
+/// Attributes bits 0-2: the compression codec (0 = none).
+pub const COMPRESSION_CODEC_MASK: i16 = 0x07;
+/// Attributes bit 3: timestamps are log-append time.
+pub const TIMESTAMP_TYPE_MASK: i16 = 0x08;
+/// Attributes bit 4: part of a transaction.
+pub const TRANSACTIONAL_FLAG_MASK: i16 = 0x10;
+/// Attributes bit 5: a control batch (transaction markers).
+pub const CONTROL_FLAG_MASK: i16 = 0x20;
+
+/// "No value" for producer id, producer epoch, base sequence, partition
+/// leader epoch and timestamps, as Kafka writes it.
+pub const NO_PRODUCER_ID: i64 = -1;
+/// See [`NO_PRODUCER_ID`].
+pub const NO_PRODUCER_EPOCH: i16 = -1;
+/// See [`NO_PRODUCER_ID`].
+pub const NO_SEQUENCE: i32 = -1;
+/// See [`NO_PRODUCER_ID`].
+pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
+/// See [`NO_PRODUCER_ID`].
+pub const NO_TIMESTAMP: i64 = -1;
+
+/// What a batch's timestamps mean (attributes bit 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimestampType {
+    /// Set by the producer when it created the record.
+    CreateTime,
+    /// Set by the leader when it appended the batch: every record's
+    /// timestamp is the batch's max timestamp.
+    LogAppendTime,
 }
 
 fn be_i64(b: &[u8], at: usize) -> i64 {
@@ -163,7 +340,39 @@ impl BatchHeader {
                 h.base_offset
             )));
         }
+        // So that last_offset() and next_offset() cannot overflow.
+        if h.base_offset > i64::MAX - 1 - i64::from(h.last_offset_delta) {
+            return Err(RecordError::Invalid(format!(
+                "base offset {} plus last offset delta {} overflows",
+                h.base_offset, h.last_offset_delta
+            )));
+        }
         Ok(h)
+    }
+
+    /// Compression codec id (attributes bits 0-2; 0 = none, see
+    /// [`compression_name`]).
+    pub fn compression_codec(&self) -> u8 {
+        (self.attributes & COMPRESSION_CODEC_MASK) as u8
+    }
+
+    /// What the timestamps mean (attributes bit 3).
+    pub fn timestamp_type(&self) -> TimestampType {
+        if self.attributes & TIMESTAMP_TYPE_MASK != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    /// Part of a transaction (attributes bit 4).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_FLAG_MASK != 0
+    }
+
+    /// A control batch (attributes bit 5).
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_FLAG_MASK != 0
     }
 
     /// Total size of the batch in bytes (header and records).
@@ -218,6 +427,22 @@ pub fn set_partition_leader_epoch(bytes: &mut [u8], epoch: i32) {
     }
 }
 
+/// Mark the verified batch in `bytes` as log-append time stamped at
+/// `append_time` (Kafka's `setMaxTimestamp(LOG_APPEND_TIME, now)`): sets
+/// attributes bit 3 and the max timestamp, then rewrites the CRC, which
+/// covers both. Verifies the batch (CRC included) first, so a corrupt batch
+/// is never given a fresh, valid CRC.
+pub fn set_log_append_time(bytes: &mut [u8], append_time: i64) -> Result<(), RecordError> {
+    let (h, _) = BatchHeader::verify(bytes)?;
+    let total = h.total_len();
+    let attributes = h.attributes | TIMESTAMP_TYPE_MASK;
+    bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+    bytes[35..43].copy_from_slice(&append_time.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..total]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +494,24 @@ mod tests {
         set_partition_leader_epoch(&mut c, 9);
         let (h2, _) = BatchHeader::verify(&c).unwrap();
         assert_eq!((h2.base_offset, h2.partition_leader_epoch), (1000, 9));
+    }
+
+    #[test]
+    fn stamps_log_append_time_and_refuses_corrupt_batches() {
+        let mut b = batch(2, b"ab");
+        set_log_append_time(&mut b, 9_999).unwrap();
+        let (h, _) = BatchHeader::verify(&b).unwrap();
+        assert_eq!(h.timestamp_type(), TimestampType::LogAppendTime);
+        assert_eq!((h.max_timestamp, h.base_timestamp), (9_999, 100));
+        let mut corrupt = batch(2, b"ab");
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        let before = corrupt.clone();
+        assert!(matches!(
+            set_log_append_time(&mut corrupt, 1),
+            Err(RecordError::CrcMismatch { .. })
+        ));
+        assert_eq!(corrupt, before);
     }
 
     #[test]

@@ -24,6 +24,7 @@
 pub mod config;
 mod control;
 pub mod error;
+pub mod log;
 pub mod meta;
 pub mod metadata;
 pub mod partition;

@@ -24,6 +24,10 @@
 //! refused with `NOT_FOUND` or with any other `FAILED_PRECONDITION` (an
 //! epoch refusal), or when no heartbeat succeeded for `session_timeout_ms`.
 //!
+//! The address of the coordinator that last answered a registration or
+//! heartbeat is published in [`AgentState`] (the replica manager sends
+//! AlterIsr there, with the broker epoch of the registration).
+//!
 //! This module never touches the disk or the hosted partitions.
 
 use std::collections::HashMap;
@@ -311,6 +315,7 @@ impl ControlLoop {
                         "registered"
                     );
                     self.refusals.clear();
+                    self.state.set_active_coordinator(&addr);
                     self.state
                         .set_registered(resp.broker_epoch, resp.cluster_id.clone());
                     return Some(resp);
@@ -416,6 +421,7 @@ impl ControlLoop {
                 Ok(_) => {
                     last_ok = Instant::now();
                     redirected = false;
+                    self.state.set_active_coordinator(&addr);
                 }
                 Err(status) => match classify(&status, &addr, true) {
                     Failure::Redirect(to) => {

@@ -5,15 +5,18 @@
 //! coordinator for the `__consumer_offsets` partitions it leads. It applies
 //! the desired state the coordinator pushes and reports what it reached.
 //!
-//! Status: the control side is here. [`start`] opens and locks the data
-//! directory ([`meta`]), loads the partition directories
-//! ([`partition_dir`]), serves AgentControl (Apply, GetState), and runs the
-//! control loop that registers with the active coordinator and heartbeats.
-//! A push is fenced by coordinator epoch, broker epoch and version, then
-//! reconciled ([`reconcile`], pure) into partition directories with the
-//! leader or follower role and epochs it names; the cluster metadata it
-//! carries is kept ([`metadata`]) to answer clients. The log itself,
-//! produce/fetch and replication arrive with the broker-log issue.
+//! [`start`] opens and locks the data directory ([`meta`]), loads the
+//! partition directories ([`partition_dir`]), serves AgentControl (Apply,
+//! GetState) and Data (produce, fetch, list offsets, metadata) on one
+//! gRPC server, and runs the control loop that registers with the active
+//! coordinator and heartbeats. A push is fenced by coordinator epoch,
+//! broker epoch and version, then reconciled ([`reconcile`], pure) into
+//! partition directories with the leader or follower role and epochs it
+//! names; the cluster metadata it carries is kept ([`metadata`]) to answer
+//! clients. The [`replica`] manager then opens each partition's
+//! [`log`] and takes the pushed role: a leader serves produce and fetch
+//! and tracks its ISR, a follower fetches from its leader (see
+//! [`replica`] for what is and is not guaranteed).
 //!
 //! On disk (`<data_dir>/`):
 //! * `agent.json`: broker id, incarnation id, highest coordinator epoch;
@@ -23,6 +26,7 @@
 
 pub mod config;
 mod control;
+mod data;
 pub mod error;
 pub mod log;
 pub mod meta;
@@ -30,6 +34,7 @@ pub mod metadata;
 pub mod partition;
 pub mod partition_dir;
 pub mod reconcile;
+pub mod replica;
 mod service;
 mod state;
 
@@ -39,6 +44,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ballast_proto::v1::agent_control_server::AgentControlServer;
+use ballast_proto::v1::data_server::DataServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -54,7 +60,10 @@ pub use control::ACTIVE_COORDINATOR_KEY;
 pub use error::{AgentError, ERROR_REASON_KEY};
 
 use control::{ControlLoop, Identity};
+use data::DataService;
 use meta::DataDir;
+use replica::ReplicaManager;
+pub use replica::ReplicationConfig;
 use service::AgentService;
 use state::AgentState;
 
@@ -69,6 +78,7 @@ pub struct AgentHandle {
     cancel: CancellationToken,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     control: Option<JoinHandle<()>>,
+    replicas: Arc<ReplicaManager>,
 }
 
 impl AgentHandle {
@@ -109,8 +119,14 @@ impl AgentHandle {
         }
     }
 
-    /// Stops serving and the control loop, waits for both, and releases
-    /// the data directory (another agent may open it once this returns).
+    /// The running partitions (for tests and operators: roles, offsets).
+    pub fn replicas(&self) -> &Arc<ReplicaManager> {
+        &self.replicas
+    }
+
+    /// Stops serving, the control loop and replication, waits for them,
+    /// flushes and closes every partition log, and releases the data
+    /// directory (another agent may open it once this returns).
     pub async fn shutdown(mut self) -> Result<(), AgentError> {
         self.cancel.cancel();
         let mut outcome = Ok(());
@@ -126,6 +142,7 @@ impl AgentHandle {
                 Err(e) => outcome = Err(AgentError::Task(e.to_string())),
             }
         }
+        self.replicas.shutdown().await;
         info!(broker_id = self.broker_id, "agent stopped");
         outcome
     }
@@ -137,11 +154,24 @@ impl Drop for AgentHandle {
     }
 }
 
-/// Starts an agent: validates `config`, opens and locks the data directory,
-/// loads hosted partitions, binds and serves AgentControl, and starts
-/// registering with the coordinator. Returns once serving.
+/// Starts an agent with the default [`ReplicationConfig`]: see
+/// [`start_with`].
 pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
+    start_with(config, ReplicationConfig::default()).await
+}
+
+/// Starts an agent: validates `config` and `replication`, opens and locks
+/// the data directory, loads hosted partitions, binds and serves
+/// AgentControl and Data on one server, starts replication, and starts
+/// registering with the coordinator. Returns once serving.
+pub async fn start_with(
+    config: AgentConfig,
+    replication: ReplicationConfig,
+) -> Result<AgentHandle, AgentError> {
     config.validate()?;
+    replication
+        .validate()
+        .map_err(|(field, reason)| AgentError::Config { field, reason })?;
     let data_dir_path = config.data_dir.clone();
     let broker_id = config.broker_id;
     let (data_dir, hosted, problems, disk) = tokio::task::spawn_blocking(move || {
@@ -174,6 +204,17 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let state = Arc::new(AgentState::new(data_dir, hosted));
     let incarnation_id = state.incarnation_id().to_owned();
     let cancel = CancellationToken::new();
+    let data_message_bytes = replica::manager::max_message_bytes(&replication);
+    let replicas = ReplicaManager::new(
+        broker_id,
+        partition_dir::partitions_root(&config.data_dir),
+        replication,
+        state.subscribe_registration(),
+        state.subscribe_coordinator(),
+        cancel.child_token(),
+    );
+    state.set_replica_manager(Arc::clone(&replicas));
+    replicas.start_background();
 
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -183,6 +224,14 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
                 AgentControlServer::new(AgentService::new(Arc::clone(&state)))
                     .max_decoding_message_size(MAX_PUSH_BYTES)
                     .max_encoding_message_size(MAX_PUSH_BYTES),
+            )
+            .add_service(
+                // Produce requests up to the configured limit (and a little
+                // more, so that they are refused by name), fetch answers up
+                // to theirs plus one batch.
+                DataServer::new(DataService::new(Arc::clone(&replicas)))
+                    .max_decoding_message_size(data_message_bytes)
+                    .max_encoding_message_size(data_message_bytes),
             )
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
@@ -209,7 +258,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         listen = %local_addr,
         advertised = %advertised,
         hosted = state.get_state().hosted.len(),
-        "agent serving AgentControl"
+        "agent serving AgentControl and Data"
     );
     Ok(AgentHandle {
         broker_id,
@@ -219,6 +268,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         cancel,
         server: Some(server),
         control: Some(control),
+        replicas,
     })
 }
 

@@ -17,10 +17,18 @@
 //! Pushes are serialised (one at a time). Each one plans under the view's
 //! `std::sync::Mutex` ([`crate::reconcile::plan`]), does its disk I/O on a
 //! blocking thread without any lock, then folds the results back in.
+//!
+//! Replication hooks: partitions about to be removed or recreated are
+//! released by the [`ReplicaManager`] first (it closes their logs), and
+//! after the push is reconciled the manager gets every hosted record and
+//! the cluster metadata, inside the same push gate, so the roles a push
+//! names are in effect when Apply answers. The control loop publishes the
+//! active coordinator's address and the broker epoch here for the
+//! manager's AlterIsr requests and follower fetches.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use ballast_proto::v1::{ApplyRequest, ApplyResponse, ClusterMetadata, GetAgentStateResponse};
@@ -31,6 +39,7 @@ use crate::error::AgentError;
 use crate::meta::DataDir;
 use crate::partition::{PartitionKey, PartitionRecord};
 use crate::reconcile::{self, Action, Desired};
+use crate::replica::ReplicaManager;
 use crate::{metadata, partition_dir};
 
 /// How long a push for a broker epoch newer than the agent knows waits for
@@ -97,6 +106,11 @@ pub(crate) struct AgentState {
     apply_gate: tokio::sync::Mutex<()>,
     view: Mutex<View>,
     registration: watch::Sender<Registration>,
+    /// `host:port` of the coordinator the control loop last reached (empty
+    /// until it registers).
+    coordinator: watch::Sender<String>,
+    /// The partitions at run time (set once at start-up).
+    replicas: OnceLock<Arc<ReplicaManager>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,7 +136,36 @@ impl AgentState {
                 applied: None,
             }),
             registration: watch::Sender::new(Registration::default()),
+            coordinator: watch::Sender::new(String::new()),
+            replicas: OnceLock::new(),
         }
+    }
+
+    /// Hands pushes to `manager` from now on (called once, at start-up).
+    pub fn set_replica_manager(&self, manager: Arc<ReplicaManager>) {
+        let _ = self.replicas.set(manager);
+    }
+
+    /// Watches the registration (broker epoch).
+    pub fn subscribe_registration(&self) -> watch::Receiver<Registration> {
+        self.registration.subscribe()
+    }
+
+    /// Watches the active coordinator's address.
+    pub fn subscribe_coordinator(&self) -> watch::Receiver<String> {
+        self.coordinator.subscribe()
+    }
+
+    /// The control loop reached the active coordinator at `addr`.
+    pub fn set_active_coordinator(&self, addr: &str) {
+        self.coordinator.send_if_modified(|a| {
+            if a == addr {
+                false
+            } else {
+                addr.clone_into(a);
+                true
+            }
+        });
     }
 
     pub fn broker_id(&self) -> i32 {
@@ -215,6 +258,16 @@ impl AgentState {
             );
         }
         let root = self.partitions_root.clone();
+        if let Some(replicas) = self.replicas.get() {
+            let leaving: Vec<PartitionKey> = actions
+                .iter()
+                .filter(|a| matches!(a, Action::Remove(_) | Action::Recreate { .. }))
+                .map(Action::key)
+                .collect();
+            if !leaving.is_empty() {
+                replicas.release(leaving).await;
+            }
+        }
 
         let results: Vec<(Action, std::io::Result<()>)> = blocking(move || {
             actions
@@ -227,45 +280,52 @@ impl AgentState {
         })
         .await?;
 
-        let mut view = lock(&self.view);
         let mut failures = Vec::new();
-        let mut done = Counts::default();
-        for (action, result) in results {
-            match result {
-                Ok(()) => {
-                    debug!(partition = %action.key(), ?action, "reconciled");
-                    done.count(&action);
-                    reconcile::apply(&mut view.hosted, &action);
-                }
-                Err(e) => {
-                    warn!(partition = %action.key(), error = %e, "reconcile failed");
-                    failures.push(format!("{}: {e}", action.key()));
+        let (hosted_now, metadata_now) = {
+            let mut view = lock(&self.view);
+            let mut done = Counts::default();
+            for (action, result) in results {
+                match result {
+                    Ok(()) => {
+                        debug!(partition = %action.key(), ?action, "reconciled");
+                        done.count(&action);
+                        reconcile::apply(&mut view.hosted, &action);
+                    }
+                    Err(e) => {
+                        warn!(partition = %action.key(), error = %e, "reconcile failed");
+                        failures.push(format!("{}: {e}", action.key()));
+                    }
                 }
             }
+            info!(
+                created = done.created,
+                updated = done.updated,
+                recreated = done.recreated,
+                removed = done.removed,
+                skipped = skipped.len(),
+                failed = failures.len(),
+                hosted = view.hosted.len(),
+                "push applied"
+            );
+            if failures.is_empty() {
+                metadata::update(&mut view.metadata, req.full, req.metadata.as_ref());
+                view.applied = Some(AppliedPush {
+                    coordinator_epoch: req.coordinator_epoch,
+                    broker_epoch: req.broker_epoch,
+                    version: req.version,
+                });
+            }
+            (view.hosted.clone(), view.metadata.clone())
+        };
+        if let Some(replicas) = self.replicas.get() {
+            replicas.apply(hosted_now.clone(), metadata_now).await;
         }
-        info!(
-            created = done.created,
-            updated = done.updated,
-            recreated = done.recreated,
-            removed = done.removed,
-            skipped = skipped.len(),
-            failed = failures.len(),
-            hosted = view.hosted.len(),
-            "push applied"
-        );
         if !failures.is_empty() {
             return Err(AgentError::ApplyFailed { failures });
         }
-        metadata::update(&mut view.metadata, req.full, req.metadata.as_ref());
-        view.applied = Some(AppliedPush {
-            coordinator_epoch: req.coordinator_epoch,
-            broker_epoch: req.broker_epoch,
-            version: req.version,
-        });
         Ok(ApplyResponse {
             applied_version: req.version,
-            hosted: view
-                .hosted
+            hosted: hosted_now
                 .values()
                 .map(|r| r.hosted(self.broker_id))
                 .collect(),

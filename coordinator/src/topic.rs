@@ -143,6 +143,30 @@ pub struct TopicConfig {
     pub unclean_leader_election: bool,
     /// `replication.mode` (ours; default sync).
     pub replication_mode: ReplicationMode,
+    /// `segment.bytes` (default 1 GiB).
+    pub segment_bytes: i64,
+    /// `segment.ms` (default 7 days).
+    pub segment_ms: i64,
+    /// `index.interval.bytes` (default 4096).
+    pub index_interval_bytes: i64,
+    /// `delete.retention.ms`: how long tombstones of a compacted topic live
+    /// (default 1 day).
+    pub delete_retention_ms: i64,
+    /// `max.message.bytes`: largest batch (default 1,048,588 as Kafka).
+    pub max_message_bytes: i64,
+    /// `flush.mode` (ours): MetaQ's SYNC_FLUSH (`sync`: fsync before
+    /// acknowledging) or ASYNC_FLUSH (`async`: flush in the background every
+    /// `flush.ms`); unset: Kafka's `flush.messages` / `flush.ms`.
+    pub flush_mode: Option<FlushMode>,
+}
+
+/// MetaQ's flush presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// fsync before acknowledging.
+    Sync,
+    /// Acknowledge, flush in the background.
+    Async,
 }
 
 impl Default for TopicConfig {
@@ -156,6 +180,12 @@ impl Default for TopicConfig {
             flush_ms: i64::MAX,
             unclean_leader_election: false,
             replication_mode: ReplicationMode::Sync,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            index_interval_bytes: 4096,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            max_message_bytes: 1_048_588,
+            flush_mode: None,
         }
     }
 }
@@ -170,6 +200,12 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "flush.ms",
     "unclean.leader.election.enable",
     "replication.mode",
+    "segment.bytes",
+    "segment.ms",
+    "index.interval.bytes",
+    "delete.retention.ms",
+    "max.message.bytes",
+    "flush.mode",
 ];
 
 fn invalid(name: &str, value: &str, rule: &str) -> TopicError {
@@ -193,6 +229,18 @@ fn parse_long(name: &str, value: &str, at_least: i64) -> Result<i64, TopicError>
             name,
             value,
             &format!("Value must be at least {at_least}"),
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_range(name: &str, value: &str, at_least: i64, at_most: i64) -> Result<i64, TopicError> {
+    let v = parse_long(name, value, at_least)?;
+    if v > at_most {
+        return Err(invalid(
+            name,
+            value,
+            &format!("Value must be no more than {at_most}"),
         ));
     }
     Ok(v)
@@ -259,6 +307,20 @@ impl TopicConfig {
                         _ => return Err(invalid(k, v, "String must be one of: sync, async")),
                     };
                 }
+                "segment.bytes" => self.segment_bytes = parse_range(k, v, 14, i64::from(i32::MAX))?,
+                "segment.ms" => self.segment_ms = parse_long(k, v, 1)?,
+                "index.interval.bytes" => {
+                    self.index_interval_bytes = parse_range(k, v, 0, i64::from(i32::MAX))?;
+                }
+                "delete.retention.ms" => self.delete_retention_ms = parse_long(k, v, 0)?,
+                "max.message.bytes" => self.max_message_bytes = parse_range(k, v, 0, 16 << 20)?,
+                "flush.mode" => {
+                    self.flush_mode = Some(match v.trim() {
+                        "sync" => FlushMode::Sync,
+                        "async" => FlushMode::Async,
+                        _ => return Err(invalid(k, v, "String must be one of: sync, async")),
+                    });
+                }
                 _ => return Err(TopicError::UnknownConfig(k.clone())),
             }
         }
@@ -288,9 +350,24 @@ impl TopicConfig {
                 self.unclean_leader_election.to_string(),
             ),
             ("replication.mode", mode.to_owned()),
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.ms", self.segment_ms.to_string()),
+            (
+                "index.interval.bytes",
+                self.index_interval_bytes.to_string(),
+            ),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(self.flush_mode.map(|m| {
+            let m = match m {
+                FlushMode::Sync => "sync",
+                FlushMode::Async => "async",
+            };
+            ("flush.mode".to_owned(), m.to_owned())
+        }))
         .collect()
     }
 }
@@ -340,6 +417,8 @@ mod tests {
             ("unclean.leader.election.enable", "TRUE"),
             ("replication.mode", "async"),
             ("retention.ms", "-1"),
+            ("segment.bytes", "1048576"),
+            ("flush.mode", "sync"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -349,6 +428,10 @@ mod tests {
         assert_eq!(c.cleanup_policy, CleanupPolicy::CompactDelete);
         assert!(c.unclean_leader_election);
         assert_eq!(c.replication_mode, ReplicationMode::Async);
+        assert_eq!(
+            (c.segment_bytes, c.flush_mode),
+            (1_048_576, Some(FlushMode::Sync))
+        );
         let again = TopicConfig::default().with_overrides(&c.to_map()).unwrap();
         assert_eq!(again, c);
 
@@ -374,6 +457,9 @@ mod tests {
         assert!(bad("min.insync.replicas", "99999999999").is_err());
         assert!(bad("flush.messages", "x").is_err());
         assert!(bad("cleanup.policy", "shred").is_err());
+        assert!(bad("segment.bytes", "13").is_err());
+        assert!(bad("max.message.bytes", "99999999").is_err());
+        assert!(bad("flush.mode", "sometimes").is_err());
         assert_eq!(
             bad("segment.jiggle", "1"),
             Err("Unknown topic config name: segment.jiggle".into())

@@ -211,6 +211,10 @@ struct State {
     latest_epoch: Option<i32>,
     /// acks=all waiters by the offset the high watermark must reach.
     waiters: BTreeMap<i64, Vec<oneshot::Sender<AckResult>>>,
+    /// Waiters the high watermark passed, answered once the new offsets
+    /// are published (so an acknowledged producer never sees an older
+    /// high watermark in [`Partition::offsets`]).
+    completed: Vec<(oneshot::Sender<AckResult>, AckResult)>,
     gate: FetchGate,
     generation: u64,
     closed: bool,
@@ -266,11 +270,12 @@ impl State {
                     let done = std::mem::replace(&mut self.waiters, later);
                     for (_, ws) in done {
                         for w in ws {
-                            let _ = w.send(if enough_replicas {
+                            let outcome = if enough_replicas {
                                 Ok(())
                             } else {
                                 Err(ReplicaError::NotEnoughReplicasAfterAppend)
-                            });
+                            };
+                            self.completed.push((w, outcome));
                         }
                     }
                 }
@@ -319,6 +324,7 @@ impl Partition {
             log_end: log.log_end_offset(),
             latest_epoch: log.latest_epoch(),
             waiters: BTreeMap::new(),
+            completed: Vec::new(),
             gate: FetchGate::Open,
             generation: 0,
             closed: false,
@@ -333,7 +339,7 @@ impl Partition {
             state: Mutex::new(state),
             offsets,
         };
-        p.publish(&lock(&p.state));
+        p.publish(&mut lock(&p.state));
         Ok(p)
     }
 
@@ -385,7 +391,9 @@ impl Partition {
         lock(&self.state).settings.clone()
     }
 
-    fn publish(&self, st: &State) {
+    /// Publishes the offsets to long polls, then answers the acks=all
+    /// waiters the high watermark passed.
+    fn publish(&self, st: &mut State) {
         let now = Offsets {
             log_start: st.log_start,
             log_end: st.log_end,
@@ -400,6 +408,9 @@ impl Partition {
                 true
             }
         });
+        for (w, outcome) in st.completed.drain(..) {
+            let _ = w.send(outcome);
+        }
     }
 
     /// Applies the desired state of a push: becomes leader or follower, or
@@ -501,7 +512,7 @@ impl Partition {
         st.record = record.clone();
         st.settings = settings;
         log.set_high_watermark(st.high_watermark);
-        self.publish(&st);
+        self.publish(&mut st);
         changes
     }
 
@@ -569,7 +580,7 @@ impl Partition {
             rx
         });
         log.set_high_watermark(st.high_watermark);
-        self.publish(&st);
+        self.publish(&mut st);
         drop(st);
         if let Err(e) = flushed {
             warn!(partition = %self.key, error = %e, "flush after append failed");
@@ -662,7 +673,7 @@ impl Partition {
             Err(e) => return (Err(ReplicaError::NotReplica(e.to_string())), changes),
         }
         let hw = st.high_watermark;
-        self.publish(&st);
+        self.publish(&mut st);
         drop(st);
         let result = log
             .read(fetch_offset, max_bytes, None)
@@ -826,7 +837,7 @@ impl Partition {
             st.high_watermark = st.high_watermark.max(hw);
         }
         log.set_high_watermark(st.high_watermark);
-        self.publish(&st);
+        self.publish(&mut st);
     }
 
     /// The follower's log work for one answer; `Err` says when to fetch
@@ -957,7 +968,7 @@ impl Partition {
             _ => Vec::new(),
         };
         st.run(commands, &mut changes);
-        self.publish(&st);
+        self.publish(&mut st);
         changes
     }
 
@@ -990,7 +1001,7 @@ impl Partition {
             _ => Vec::new(),
         };
         st.run(commands, &mut changes);
-        self.publish(&st);
+        self.publish(&mut st);
         changes
     }
 
@@ -1036,7 +1047,7 @@ impl Partition {
         let mut st = lock(&self.state);
         st.log_start = log.log_start_offset();
         st.high_watermark = st.high_watermark.max(log.high_watermark());
-        self.publish(&st);
+        self.publish(&mut st);
     }
 
     /// Stops using the partition: fails acks=all waiters, flushes and
@@ -1058,7 +1069,7 @@ impl Partition {
                 warn!(partition = %self.key, error = %e, "flush at close failed");
             }
         }
-        self.publish(&st);
+        self.publish(&mut st);
     }
 }
 

@@ -5,8 +5,10 @@
 //! standby's redirect, when a call may be retried. It holds no cluster
 //! state beyond the address of the last active coordinator.
 //!
-//! Status: the admin client ([`AdminClient`]) is here; the producer and
-//! consumer arrive with later issues.
+//! Three clients: [`AdminClient`] talks to the coordinators; [`Producer`]
+//! and [`Consumer`] talk to the agents' Data service, finding partition
+//! leaders through a [`metadata`] cache. Group membership for consumers
+//! arrives with the consumer-groups issue.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ballast_client::ClientError> {
@@ -22,11 +24,28 @@
 //! # }
 //! ```
 
+mod accumulator;
 pub mod admin;
+mod connection;
+pub mod consumer;
 mod error;
+pub mod metadata;
 pub mod partitioner;
+pub mod producer;
 mod retry;
 
+pub use accumulator::TopicPartition;
 pub use admin::{AdminClient, AdminOptions, NewTopic};
+pub use ballast_proto::v1::ErrorCode;
+pub use ballast_record::Header;
+pub use connection::error_code_name;
+pub use consumer::{
+    ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartPosition,
+};
+pub use metadata::{MetadataError, MetadataOptions};
+pub use producer::{
+    Acks, DeliveryFuture, Keyless, ProduceError, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata,
+};
 pub use error::{Attempt, ClientError};
 pub use retry::{ACTIVE_COORDINATOR_KEY, code_name};

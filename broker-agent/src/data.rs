@@ -40,6 +40,10 @@
 //! most `max_bytes` (capped) in all and `partition_max_bytes` per
 //! partition, except that the first batch found is returned whole.
 //!
+//! A stopping agent ends long polls at once and answers pending acks=all
+//! waits with NOT_LEADER (the records may survive; the producer should go
+//! to the next leader), so shutdown never waits for a producer's timeout.
+//!
 //! # ListOffsets
 //! -2: the log start; -1: the high watermark; otherwise the first batch
 //! whose max timestamp is at least the one asked for, and never one at or
@@ -405,17 +409,23 @@ impl Data for DataService {
                 Err(e) => results.push(self.produce_error(topic, partition, &e)),
             }
         }
+        let gone = ReplicaError::NotLeader {
+            leader: -1,
+            leader_epoch: -1,
+        };
         for (i, rx) in waits {
-            let outcome = match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(r)) => r,
-                // The partition closed (removed from this agent).
-                Ok(Err(_)) => Err(ReplicaError::NotLeader {
-                    leader: -1,
-                    leader_epoch: -1,
-                }),
-                Err(_) => Err(ReplicaError::RequestTimedOut {
-                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                }),
+            let outcome = tokio::select! {
+                r = tokio::time::timeout_at(deadline, rx) => match r {
+                    Ok(Ok(r)) => r,
+                    // The partition closed (removed from this agent).
+                    Ok(Err(_)) => Err(gone.clone()),
+                    Err(_) => Err(ReplicaError::RequestTimedOut {
+                        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    }),
+                },
+                // The agent is stopping: the producer should find the next
+                // leader.
+                () = self.manager.cancelled() => Err(gone.clone()),
             };
             if let Err(e) = outcome {
                 let r = &results[i];
@@ -470,10 +480,14 @@ impl Data for DataService {
         loop {
             let (results, bytes, urgent) = self.fetch_once(parts.clone(), replica, max_bytes).await;
             let enough = bytes > 0 && bytes >= req.min_bytes as usize;
-            if enough || urgent || req.min_bytes == 0 || Instant::now() >= deadline {
+            let stopping = self.manager.is_stopping();
+            if enough || urgent || stopping || req.min_bytes == 0 || Instant::now() >= deadline {
                 return Ok(Response::new(FetchResponse { results }));
             }
-            wait_any(&mut rxs, deadline).await;
+            tokio::select! {
+                () = wait_any(&mut rxs, deadline) => {}
+                () = self.manager.cancelled() => {}
+            }
         }
     }
 

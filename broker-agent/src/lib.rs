@@ -201,6 +201,7 @@ pub async fn start_with(
         None => default_advertised(local_addr),
     };
 
+    let on_disk = hosted.clone();
     let state = Arc::new(AgentState::new(data_dir, hosted));
     let incarnation_id = state.incarnation_id().to_owned();
     let cancel = CancellationToken::new();
@@ -213,6 +214,7 @@ pub async fn start_with(
         state.subscribe_coordinator(),
         cancel.child_token(),
     );
+    replicas.open_existing(on_disk).await;
     state.set_replica_manager(Arc::clone(&replicas));
     replicas.start_background();
 

@@ -287,3 +287,23 @@ async fn async_replication_mode_answers_acks_all_after_the_leaders_write() -> Re
     assert_eq!(c.high_watermark(1, T, 0), Some(0));
     c.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_leader_answers_waiting_producers_with_not_leader() -> Result<()> {
+    let mut c = cluster(&[]).await?;
+    c.stop(3).await?;
+    let mut leader = c.data(1).await?;
+    let waiting = tokio::spawn(async move {
+        produce(&mut leader, T, 0, -1, batch(&["in-flight"], 1), 60_000).await
+    });
+    eventually("the leader appended the records", || async {
+        (c.log_end(1, T, 0)? == 1).then_some(())
+    })
+    .await?;
+    // Follower 3 is away and still in the ISR: the producer waits until
+    // the leader stops, which answers it (instead of its 60 s timeout).
+    c.stop(1).await?;
+    let r = waiting.await??;
+    assert_eq!(r.error(), ErrorCode::NotLeader, "{}", r.error_message);
+    c.shutdown().await
+}

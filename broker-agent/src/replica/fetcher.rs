@@ -8,8 +8,9 @@
 //! and hand each partition its answer ([`Partition::apply_fetch_result`]:
 //! truncate on divergence, append, move the high watermark, or pause).
 //! Transport errors back off (100 ms doubling to 2 s) and retry;
-//! per-partition refusals pause that partition only: NOT_LEADER, FENCED
-//! and NOT_REPLICA until the next push, an unknown epoch briefly.
+//! per-partition refusals pause that partition only, until the next push
+//! or a retry delay (200 ms for an epoch or partition the leader does not
+//! know yet, 1 s for NOT_LEADER, FENCED_LEADER_EPOCH and NOT_REPLICA).
 //!
 //! The task never decides whom to follow: [`super::manager`] starts, feeds
 //! (a watch of the partition list) and stops fetchers as pushes change

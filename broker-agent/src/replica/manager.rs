@@ -13,9 +13,10 @@
 //!   one fetcher per leader broker. When `apply` returns, the roles of the
 //!   push are in effect.
 //!
-//! Partitions are opened only by a push (after registration the
-//! coordinator sends a full one), never from `partition.json` alone at
-//! start-up: the role a restarted agent last knew may be stale.
+//! At start-up the logs found on disk are opened (recovered) before the
+//! agent serves, but without a role: the role a restarted agent last knew
+//! may be stale, so a partition leads or follows only once a push (after
+//! registration the coordinator sends a full one) says so.
 //!
 //! Background tasks: ISR checks (every `replica.lag.time.max.ms / 4`),
 //! background flushes, high-watermark checkpoints, retention and
@@ -217,6 +218,51 @@ impl ReplicaManager {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Opens the logs of the partitions found on disk at start-up
+    /// (recovering them) without a role: they serve nothing until a push
+    /// names their leader, but recovery happens before the agent serves
+    /// and registers, not inside a push.
+    pub(crate) async fn open_existing(&self, hosted: BTreeMap<PartitionKey, PartitionRecord>) {
+        let me = self.me;
+        let root = self.root.clone();
+        let lag_ms = duration_ms(self.config.replica_lag_time_max);
+        let opened = blocking(move || {
+            let mut opened = Vec::new();
+            for record in hosted.values() {
+                let (settings, _) = TopicSettings::from_configs(&record.configs);
+                let dir = root.join(record.key().dir_name());
+                match Partition::open(&dir, me, record, settings, lag_ms) {
+                    Ok(p) => opened.push(Arc::new(p)),
+                    Err(e) => warn!(
+                        partition = %record.key(), error = %e,
+                        "cannot open the partition log; not serving it"
+                    ),
+                }
+            }
+            opened
+        })
+        .await;
+        info!(partitions = opened.len(), "opened partition logs");
+        let mut map = self
+            .partitions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for p in opened {
+            map.insert(p.key().clone(), p);
+        }
+    }
+
+    /// True once the manager is stopping.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves once the manager is stopping (long polls and acks=all
+    /// waits end early then).
+    pub(crate) async fn cancelled(&self) {
+        self.cancel.cancelled().await;
     }
 
     /// Sends ISR changes a partition planned.

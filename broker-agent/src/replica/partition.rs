@@ -50,6 +50,9 @@ use crate::partition::{PartitionKey, PartitionRecord};
 const RETRY_UNKNOWN: Duration = Duration::from_millis(200);
 /// After a local failure (append, truncation) or an unexpected error.
 const RETRY_FAILED: Duration = Duration::from_secs(1);
+/// After the leader refused the fetch (not leader, fenced epoch, not a
+/// replica): until the next push, or this long.
+const RETRY_REFUSED: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -190,14 +193,11 @@ enum Role {
     },
 }
 
-/// When a follower may fetch again.
+/// When a follower may fetch again (a push opens the gate at once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FetchGate {
     Open,
     RetryAt(Instant),
-    /// Until the next push for this partition (fenced, not leader, not a
-    /// replica: only the coordinator can change that).
-    WaitForPush,
 }
 
 #[derive(Debug)]
@@ -791,7 +791,7 @@ impl Partition {
         match st.gate {
             FetchGate::Open => {}
             FetchGate::RetryAt(t) if now >= t => st.gate = FetchGate::Open,
-            FetchGate::RetryAt(_) | FetchGate::WaitForPush => return None,
+            FetchGate::RetryAt(_) => return None,
         }
         Some(FollowerPosition {
             leader_epoch,
@@ -880,11 +880,15 @@ impl Partition {
                 return Err(retry(RETRY_UNKNOWN));
             }
             ErrorCode::NotLeader | ErrorCode::FencedLeaderEpoch | ErrorCode::NotReplica => {
+                // Only a push can change our view (and re-opens the gate at
+                // once), but the leader may be the one behind: ask again
+                // after a while rather than wait for a push that may not
+                // come until the next full sync.
                 debug!(
                     partition = %self.key, ?code, message = %result.error_message,
-                    "leader refused the fetch; waiting for the next push"
+                    "leader refused the fetch"
                 );
-                return Err(FetchGate::WaitForPush);
+                return Err(retry(RETRY_REFUSED));
             }
             other => {
                 debug!(

@@ -241,7 +241,7 @@ impl Data for DataDouble {
                         continue;
                     }
                     for b in &c.logs[p] {
-                        let h = Batch::parse(b).unwrap().header().clone();
+                        let h = *Batch::parse(b).unwrap().header();
                         if h.next_offset() <= fp.fetch_offset {
                             continue;
                         }
@@ -465,6 +465,16 @@ fn check_log(partition: i32, log: &[String], sent: &[String], may_duplicate: boo
     );
 }
 
+/// Every partition's log values.
+type Logs = BTreeMap<i32, Vec<String>>;
+
+/// Refusals, partitions whose answer was lost, and every log's values.
+fn snapshot(cluster: &Mutex<Cluster>) -> (Vec<(i32, i32)>, Vec<i32>, Logs) {
+    let c = cluster.lock().unwrap();
+    let logs = (0..6).map(|p| (p as i32, c.values(p))).collect();
+    (c.refusals.clone(), c.lost_answers.clone(), logs)
+}
+
 async fn consume_all(bootstrap: Vec<String>, expected: &BTreeMap<i32, Vec<String>>) {
     let mut consumer = Consumer::connect(
         bootstrap,
@@ -546,18 +556,15 @@ async fn produces_in_order_through_redirects_and_lost_answers_and_reads_back() {
     let sent = produce_all(&producer, &records).await;
     producer.close().await;
 
-    let c = cluster.lock().unwrap();
+    let (refusals, lost, logs) = snapshot(&cluster);
     assert!(
-        c.refusals.contains(&(1, 3)),
+        refusals.contains(&(1, 3)),
         "partition 3 was refused with a hint"
     );
-    let lost = c.lost_answers.clone();
     assert!(
         lost.contains(&0) && lost.contains(&1),
         "both lost answers happened: {lost:?}"
     );
-    let logs: BTreeMap<i32, Vec<String>> = (0..6).map(|p| (p as i32, c.values(p))).collect();
-    drop(c);
     for (p, want) in &sent {
         check_log(*p, &logs[p], want, lost.contains(p));
     }
@@ -601,14 +608,13 @@ async fn leader_change_without_hints_refreshes_metadata_and_keeps_order() {
     }
     producer.close().await;
 
-    let c = cluster.lock().unwrap();
-    assert!(!c.refusals.is_empty(), "the old leaders refused");
+    let (refusals, _, logs) = snapshot(&cluster);
+    assert!(!refusals.is_empty(), "the old leaders refused");
+    let calls_after = cluster.lock().unwrap().metadata_calls;
     assert!(
-        c.metadata_calls > calls_before,
+        calls_after > calls_before,
         "the producer refreshed metadata"
     );
-    let logs: BTreeMap<i32, Vec<String>> = (0..6).map(|p| (p as i32, c.values(p))).collect();
-    drop(c);
     for (p, want) in &sent {
         check_log(*p, &logs[p], want, false);
     }

@@ -15,9 +15,10 @@
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ballast_broker_agent::AgentConfig;
+use ballast_broker_agent::{AgentConfig, ReplicationConfig};
 use clap::{Args, ValueEnum};
 
 /// Log line format on stderr.
@@ -67,9 +68,63 @@ pub struct AgentArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Drop a follower from the ISR after it lags this long (Kafka's
+    /// replica.lag.time.max.ms; default 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    replica_lag_time_max: Option<Duration>,
+    /// Long-poll wait of follower fetches (default 500ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    replica_fetch_max_wait: Option<Duration>,
+    /// Largest produce request accepted, in bytes (default 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    max_request_bytes: Option<usize>,
+    /// Largest fetch answer, in bytes (default 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    max_fetch_bytes: Option<usize>,
+    /// How often retention and compaction run (default 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    retention_check_interval: Option<Duration>,
+    /// How often high-watermark and recovery checkpoints are written
+    /// (default 5s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// How often background (ASYNC_FLUSH, flush.ms) flushes are checked
+    /// (default 100ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    flush_check_interval: Option<Duration>,
 }
 
 impl AgentArgs {
+    /// Replication settings: the defaults, with the flags given on top.
+    fn replication(&self) -> Result<ReplicationConfig> {
+        let mut r = ReplicationConfig::default();
+        if let Some(v) = self.replica_lag_time_max {
+            r.replica_lag_time_max = v;
+        }
+        if let Some(v) = self.replica_fetch_max_wait {
+            r.replica_fetch_max_wait = v;
+        }
+        if let Some(v) = self.max_request_bytes {
+            r.max_request_bytes = v;
+        }
+        if let Some(v) = self.max_fetch_bytes {
+            r.max_fetch_bytes = v;
+        }
+        if let Some(v) = self.retention_check_interval {
+            r.retention_check_interval = v;
+        }
+        if let Some(v) = self.checkpoint_interval {
+            r.checkpoint_interval = v;
+        }
+        if let Some(v) = self.flush_check_interval {
+            r.flush_check_interval = v;
+        }
+        r.validate().map_err(|(field, reason)| {
+            anyhow::anyhow!("--{}: {reason}", field.replace('_', "-"))
+        })?;
+        Ok(r)
+    }
+
     fn config(&self) -> AgentConfig {
         AgentConfig {
             broker_id: self.broker_id,
@@ -92,18 +147,19 @@ impl AgentArgs {
 pub fn run(args: AgentArgs) -> Result<String> {
     let config = args.config();
     config.validate()?;
+    let replication = args.replication()?;
     init_logging(args.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, replication))?;
     Ok(String::new())
 }
 
-async fn serve(config: AgentConfig) -> Result<()> {
+async fn serve(config: AgentConfig, replication: ReplicationConfig) -> Result<()> {
     let broker_id = config.broker_id;
-    let mut agent = ballast_broker_agent::start(config).await?;
+    let mut agent = ballast_broker_agent::start_with(config, replication).await?;
     announce(broker_id, agent.local_addr())?;
     let failure = tokio::select! {
         () = crate::server::shutdown_signal() => None,

@@ -102,6 +102,16 @@ async fn kill9_of_the_leader_during_acks_all_loses_no_acknowledged_record() {
         .map(|id| (id, start_agent(&addrs[0], id, &data[id as usize - 1])))
         .collect();
     let bootstrap: Vec<String> = agents.values().map(|a| a.address().to_owned()).collect();
+    eventually("3 brokers registered", WAIT, || async {
+        let info = on_active(&addrs, WAIT, |mut c| async move {
+            c.get_cluster_info(pb::GetClusterInfoRequest {}).await
+        })
+        .await
+        .ok()?
+        .into_inner();
+        (info.live_brokers == 3).then_some(())
+    })
+    .await;
     on_active(&addrs, WAIT, |mut c| async move {
         c.create_topic(pb::CreateTopicRequest {
             name: TOPIC.into(),
@@ -279,6 +289,16 @@ async fn a_corrupt_batch_is_refused_and_never_served() {
     eventually("active", WAIT, || find_active(&addrs)).await;
     let dirs = tempfile::tempdir().unwrap();
     let agent = start_agent(&addrs[0], 1, &dirs.path().join("b1"));
+    eventually("the broker registered", WAIT, || async {
+        let info = on_active(&addrs, WAIT, |mut c| async move {
+            c.get_cluster_info(pb::GetClusterInfoRequest {}).await
+        })
+        .await
+        .ok()?
+        .into_inner();
+        (info.live_brokers == 1).then_some(())
+    })
+    .await;
     on_active(&addrs, WAIT, |mut c| async move {
         c.create_topic(pb::CreateTopicRequest {
             name: TOPIC.into(),
@@ -356,4 +376,144 @@ async fn a_corrupt_batch_is_refused_and_never_served() {
     assert_eq!(h.base_offset, 0);
     assert_eq!(fetched.records.len(), good.len());
     assert_eq!(fetched.high_watermark, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_compact_and_apply_retention_in_the_background() {
+    let etcd = EtcdServer::start().unwrap();
+    let coordinator = start_coordinator(&etcd.endpoints(), "repl3");
+    let addrs = vec![coordinator.address().to_owned()];
+    eventually("active", WAIT, || find_active(&addrs)).await;
+    let dirs = tempfile::tempdir().unwrap();
+    let dir = dirs.path().join("b1").to_string_lossy().into_owned();
+    let agent = BallastProcess::start(
+        &[
+            "agent",
+            "--coordinator",
+            &addrs[0],
+            "--broker-id",
+            "1",
+            "--data-dir",
+            &dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--retention-check-interval",
+            "300ms",
+        ],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    eventually("the broker registered", WAIT, || async {
+        let info = ballast_tests::cluster::admin(&addrs[0])
+            .get_cluster_info(pb::GetClusterInfoRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        (info.live_brokers == 1).then_some(())
+    })
+    .await;
+    for (name, configs) in [
+        (
+            "compacted",
+            vec![
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "1024"),
+                ("delete.retention.ms", "0"),
+            ],
+        ),
+        (
+            "retained",
+            vec![("retention.bytes", "2048"), ("segment.bytes", "1024")],
+        ),
+    ] {
+        let configs: std::collections::HashMap<String, String> = configs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        on_active(&addrs, WAIT, |mut c| {
+            let configs = configs.clone();
+            async move {
+                c.create_topic(pb::CreateTopicRequest {
+                    name: name.into(),
+                    partitions: 1,
+                    replication_factor: 1,
+                    configs,
+                    request_id: name.into(),
+                    ..Default::default()
+                })
+                .await
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let bootstrap = vec![agent.address().to_owned()];
+    let producer = Producer::connect(
+        bootstrap.clone(),
+        ProducerConfig {
+            acks: Acks::Leader,
+            linger: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // 10 keys written 40 times each, one record per batch.
+    for round in 0..40 {
+        for k in 0..10 {
+            let r = ProducerRecord::new("compacted", format!("v{round}").into_bytes())
+                .key(format!("k{k}").into_bytes());
+            producer.send(r).await.unwrap();
+            producer
+                .send(ProducerRecord::new("retained", vec![b'x'; 100]))
+                .await
+                .unwrap();
+        }
+    }
+    let read_all = |topic: &'static str| {
+        let bootstrap = bootstrap.clone();
+        async move {
+            let mut c = Consumer::connect(bootstrap, ConsumerConfig::default()).ok()?;
+            c.assign(topic, [(0, StartPosition::Earliest)]);
+            let mut all = Vec::new();
+            loop {
+                let got = c.poll(Duration::from_millis(300)).await.ok()?;
+                if got.is_empty() {
+                    return Some(all);
+                }
+                all.extend(got);
+            }
+        }
+    };
+    // Compaction: earlier values of each key disappear, every key keeps its
+    // latest value, offsets stay increasing.
+    let compacted = eventually("compaction removed superseded records", WAIT, || async {
+        let all = read_all("compacted").await?;
+        (all.len() < 400 && !all.is_empty()).then_some(all)
+    })
+    .await;
+    for k in 0..10 {
+        let key = format!("k{k}");
+        let last = compacted
+            .iter()
+            .rev()
+            .find(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .unwrap();
+        assert_eq!(
+            last.value.as_deref(),
+            Some(&b"v39"[..]),
+            "latest value of {key}"
+        );
+    }
+    assert!(compacted.windows(2).all(|w| w[0].offset < w[1].offset));
+    // Retention by size: old segments go and the log start offset moves.
+    let retained = eventually("retention deleted old segments", WAIT, || async {
+        let all = read_all("retained").await?;
+        (all.first()?.offset > 0).then_some(all)
+    })
+    .await;
+    assert_eq!(
+        retained.last().unwrap().offset,
+        399,
+        "the newest records stay"
+    );
 }

@@ -14,6 +14,7 @@
 mod admin;
 mod agent;
 mod assign;
+mod data;
 mod format;
 mod server;
 mod table;
@@ -49,6 +50,10 @@ enum Command {
     /// Run a broker agent: register with the coordinator, heartbeat, and
     /// apply the partitions it pushes.
     Agent(agent::AgentArgs),
+    /// Produce one record per stdin line.
+    Produce(data::ProduceArgs),
+    /// Print a topic's records, one per line.
+    Consume(data::ConsumeArgs),
 }
 
 /// Exit code for arguments clap refuses (clap's own convention).
@@ -65,6 +70,8 @@ fn main() -> ExitCode {
         Command::Coordinator(args) => server::coordinator(args),
         Command::Dev(args) => server::dev(args),
         Command::Agent(args) => agent::run(args),
+        Command::Produce(args) => data::produce(args),
+        Command::Consume(args) => data::consume(args),
     };
     match result {
         Ok(out) => write_stdout(&out),

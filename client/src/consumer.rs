@@ -162,7 +162,7 @@ pub enum ConsumeError {
 
     /// The position is outside the log and the reset policy is `Error`.
     #[error(
-        "{topic}-{partition}: offset {offset} is out of range (log start {log_start_offset}, high watermark {high_watermark})"
+        "{topic}-{partition}: offset {offset} is out of range (log start {log_start_offset}, log end {log_end_offset})"
     )]
     OffsetOutOfRange {
         /// Topic.
@@ -173,8 +173,8 @@ pub enum ConsumeError {
         offset: i64,
         /// The log's first offset, as the agent said.
         log_start_offset: i64,
-        /// The high watermark, as the agent said.
-        high_watermark: i64,
+        /// The log end offset, as the agent said.
+        log_end_offset: i64,
     },
 
     /// A batch could not be decoded (corrupt, or compressed).
@@ -943,7 +943,7 @@ impl Consumer {
                         partition: tp.partition,
                         offset,
                         log_start_offset: r.log_start_offset,
-                        high_watermark: r.high_watermark,
+                        log_end_offset: r.log_end_offset,
                     },
                 ),
             },

@@ -6,17 +6,20 @@
 //! into its open batch until the batch reaches `batch_size` bytes; a batch
 //! becomes sendable when it is full, when another batch follows it, when it
 //! is `linger` old, or when the caller forces it (flush, close). Each
-//! partition has **at most one batch in flight**, always its oldest: the
-//! next batch is not handed out before the one in flight is acknowledged,
-//! failed or expired. A retried batch goes back to the front of its queue
-//! with the very same bytes, so a retry can never put a later batch of the
-//! partition before an earlier one (Kafka's `max.in.flight.requests = 1`
-//! without idempotence).
+//! partition has **at most one send in flight**: its oldest batch, together
+//! with the closed batches right behind it that fit the request (one
+//! request carries them concatenated, and the leader appends them as one
+//! contiguous range). Nothing else of the partition is handed out before
+//! that send is acknowledged, failed or expired. A retried send goes back
+//! to the front of its queue with the very same bytes, so a retry can never
+//! put a later batch of the partition before an earlier one (Kafka's
+//! `max.in.flight.requests = 1` without idempotence). A send of several
+//! batches that fails for good is split: each batch is sent alone, so one
+//! bad batch (say, over the topic's size limit) fails only its own records.
 //!
 //! Generic over `T`, the caller's per-record completion handle, so tests use
-//! plain numbers. Must never reorder batches of a partition, hand out a
-//! second batch of a partition while one is in flight, or drop a record
-//! without returning its handle.
+//! plain numbers. Must never reorder batches of a partition, have two sends
+//! of a partition in flight, or drop a record without returning its handle.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -99,18 +102,20 @@ pub(crate) enum SendOutcome {
     Failed,
 }
 
-/// What [`Accumulator::complete`] did with the batch.
+/// What [`Accumulator::complete`] did with the send in flight.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Completed<T> {
-    /// The batch's records, in order, with the base offset.
+    /// The records of every batch sent, in order, with the base offset of
+    /// the first (the others follow contiguously).
     Acked { records: Vec<T>, base_offset: i64 },
-    /// The batch is back at the front of its queue.
+    /// The batches are back at the front of their queue, to be sent again
+    /// after the backoff (or to expire, see [`Accumulator::expire`]).
     WillRetry,
-    /// The batch's records failed (the outcome was `Failed`).
+    /// Several batches failed for good together: each goes again alone.
+    Split,
+    /// The one batch sent failed for good (the outcome was `Failed`).
     Failed { records: Vec<T> },
-    /// The batch was to be retried but its delivery timeout has passed.
-    Expired { records: Vec<T>, last_error: String },
-    /// No batch of that partition was in flight (a caller bug; nothing
+    /// No send of that partition was in flight (a caller bug; nothing
     /// changed).
     NotInFlight,
 }
@@ -150,6 +155,8 @@ struct Batch<T> {
     retry_at: Option<Instant>,
     last_error: Option<String>,
     redirects_in_a_row: u32,
+    /// Failed in a send of several batches: sent alone from now on.
+    solo: bool,
 }
 
 impl<T> Batch<T> {
@@ -162,6 +169,7 @@ impl<T> Batch<T> {
             retry_at: None,
             last_error: None,
             redirects_in_a_row: 0,
+            solo: false,
         }
     }
 
@@ -187,8 +195,8 @@ impl<T> Batch<T> {
 #[derive(Debug)]
 struct Queue<T> {
     batches: VecDeque<Batch<T>>,
-    /// The front batch is in flight.
-    in_flight: bool,
+    /// How many batches at the front are in flight (one send), 0 if none.
+    in_flight: usize,
 }
 
 /// The accumulator. See the module documentation.
@@ -224,7 +232,7 @@ impl<T> Accumulator<T> {
         let batch_size = self.config.batch_size;
         let queue = self.partitions.entry(tp.clone()).or_insert_with(|| Queue {
             batches: VecDeque::new(),
-            in_flight: false,
+            in_flight: 0,
         });
         let fits = |b: &Batch<T>| match &b.contents {
             Contents::Open(builder) => {
@@ -291,7 +299,7 @@ impl<T> Accumulator<T> {
             ready.next_check = Some(ready.next_check.map_or(t, |n| n.min(t)));
         };
         for (tp, q) in &self.partitions {
-            if q.in_flight {
+            if q.in_flight > 0 {
                 continue;
             }
             let Some(front) = q.batches.front() else {
@@ -319,36 +327,53 @@ impl<T> Accumulator<T> {
         ready
     }
 
-    /// Size in bytes of the partition's front batch, if it has one not in
-    /// flight.
+    /// Size in bytes of the partition's front batch, if no send of the
+    /// partition is in flight.
     pub(crate) fn front_size(&self, tp: &TopicPartition) -> Option<usize> {
         let q = self.partitions.get(tp)?;
-        if q.in_flight {
+        if q.in_flight > 0 {
             return None;
         }
         q.batches.front().map(Batch::size)
     }
 
-    /// Closes the partition's front batch, marks it in flight and returns
-    /// its bytes to send. `None` if a batch of the partition is already in
-    /// flight (or there is none): one in flight per partition.
-    pub(crate) fn start_send(&mut self, tp: &TopicPartition) -> Option<Vec<u8>> {
+    /// Starts the partition's send: its front batch (closed now if open),
+    /// then the closed batches right behind it while the total stays within
+    /// `budget` bytes (a batch marked solo goes alone). Returns the bytes
+    /// to send, concatenated; `None` if a send of the partition is already
+    /// in flight, or there is no batch.
+    pub(crate) fn start_send(&mut self, tp: &TopicPartition, budget: usize) -> Option<Vec<u8>> {
         let q = self.partitions.get_mut(tp)?;
-        if q.in_flight {
+        if q.in_flight > 0 {
             return None;
         }
         let front = q.batches.front_mut()?;
         front.close();
-        front.attempts += 1;
-        front.retry_at = None;
-        q.in_flight = true;
-        match &front.contents {
-            Contents::Closed(bytes) => Some(bytes.clone()),
-            Contents::Open(_) => None,
+        let solo = front.solo;
+        let mut total = front.size();
+        let mut count = 1;
+        if !solo {
+            for b in q.batches.iter().skip(1) {
+                if b.is_open() || b.solo || total + b.size() > budget {
+                    break;
+                }
+                total += b.size();
+                count += 1;
+            }
         }
+        let mut bytes = Vec::with_capacity(total);
+        for b in q.batches.iter_mut().take(count) {
+            b.attempts += 1;
+            b.retry_at = None;
+            if let Contents::Closed(batch) = &b.contents {
+                bytes.extend_from_slice(batch);
+            }
+        }
+        q.in_flight = count;
+        Some(bytes)
     }
 
-    /// Records how the send of the partition's in-flight batch ended.
+    /// Records how the partition's send in flight ended.
     pub(crate) fn complete(
         &mut self,
         tp: &TopicPartition,
@@ -358,49 +383,51 @@ impl<T> Accumulator<T> {
         let Some(q) = self.partitions.get_mut(tp) else {
             return Completed::NotInFlight;
         };
-        if !q.in_flight {
+        let sent = std::mem::take(&mut q.in_flight);
+        if sent == 0 {
             return Completed::NotInFlight;
         }
-        q.in_flight = false;
         let completed = match outcome {
-            SendOutcome::Acked { base_offset } => match q.batches.pop_front() {
-                Some(b) => Completed::Acked {
-                    records: b.records,
+            SendOutcome::Acked { base_offset } => {
+                let mut records = Vec::new();
+                for b in q.batches.drain(..sent.min(q.batches.len())) {
+                    records.extend(b.records);
+                }
+                Completed::Acked {
+                    records,
                     base_offset,
-                },
-                None => Completed::NotInFlight,
-            },
+                }
+            }
+            SendOutcome::Failed if sent > 1 => {
+                for b in q.batches.iter_mut().take(sent) {
+                    b.solo = true;
+                }
+                Completed::Split
+            }
             SendOutcome::Failed => match q.batches.pop_front() {
                 Some(b) => Completed::Failed { records: b.records },
                 None => Completed::NotInFlight,
             },
             SendOutcome::Retry { error, redirected } => {
-                let Some(front) = q.batches.front_mut() else {
+                let Some(front) = q.batches.front() else {
                     return Completed::NotInFlight;
                 };
-                if now >= front.created + self.config.delivery_timeout {
-                    match q.batches.pop_front() {
-                        Some(b) => Completed::Expired {
-                            records: b.records,
-                            last_error: error,
-                        },
-                        None => Completed::NotInFlight,
-                    }
+                let redirects = if redirected {
+                    front.redirects_in_a_row + 1
                 } else {
-                    front.redirects_in_a_row = if redirected {
-                        front.redirects_in_a_row + 1
-                    } else {
-                        0
-                    };
-                    let pause = if redirected && front.redirects_in_a_row <= IMMEDIATE_REDIRECTS {
-                        Duration::ZERO
-                    } else {
-                        backoff(&self.config, front.attempts)
-                    };
-                    front.retry_at = Some(now + pause);
-                    front.last_error = Some(error);
-                    Completed::WillRetry
+                    0
+                };
+                let pause = if redirected && redirects <= IMMEDIATE_REDIRECTS {
+                    Duration::ZERO
+                } else {
+                    backoff(&self.config, front.attempts)
+                };
+                for b in q.batches.iter_mut().take(sent) {
+                    b.redirects_in_a_row = redirects;
+                    b.retry_at = Some(now + pause);
+                    b.last_error = Some(error.clone());
                 }
+                Completed::WillRetry
             }
         };
         if q.batches.is_empty() {
@@ -409,12 +436,13 @@ impl<T> Accumulator<T> {
         completed
     }
 
-    /// Removes the batches, not in flight, whose delivery timeout passed.
+    /// Removes the batches, not in flight, whose delivery timeout passed
+    /// (a batch whose send failed and waits to be retried included).
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<Expired<T>> {
         let timeout = self.config.delivery_timeout;
         let mut out = Vec::new();
         self.partitions.retain(|tp, q| {
-            let skip = usize::from(q.in_flight);
+            let skip = q.in_flight;
             let mut kept = VecDeque::with_capacity(q.batches.len());
             for (i, b) in std::mem::take(&mut q.batches).into_iter().enumerate() {
                 if i >= skip && now >= b.created + timeout {
@@ -439,7 +467,7 @@ impl<T> Accumulator<T> {
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.partitions
             .values()
-            .filter_map(|q| q.batches.get(usize::from(q.in_flight)))
+            .filter_map(|q| q.batches.get(q.in_flight))
             .map(|b| b.created + self.config.delivery_timeout)
             .min()
     }
@@ -457,7 +485,7 @@ fn backoff(config: &AccumulatorConfig, attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ballast_record::Batch as RecordBatch;
+    use ballast_record::split_batches;
 
     fn config() -> AccumulatorConfig {
         AccumulatorConfig {
@@ -468,6 +496,11 @@ mod tests {
             retry_backoff_max: Duration::from_secs(1),
         }
     }
+
+    /// Room for one 200-byte batch only.
+    const ONE: usize = 200;
+    /// Room for many batches.
+    const MANY: usize = 1 << 20;
 
     fn rec(value: &[u8]) -> NewRecord<'_> {
         NewRecord {
@@ -482,15 +515,28 @@ mod tests {
         TopicPartition::new("t", p)
     }
 
-    fn values(bytes: &[u8]) -> Vec<Vec<u8>> {
-        let (_, records) = RecordBatch::decode(bytes).unwrap();
-        records
-            .map(|r| r.unwrap().value.unwrap().to_vec())
-            .collect()
+    /// Values of every record in concatenated batches, and the batch count.
+    fn values(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
+        let mut out = Vec::new();
+        let mut batches = 0;
+        for b in split_batches(bytes) {
+            let (_, b) = b.unwrap();
+            batches += 1;
+            let (_, records) = ballast_record::Batch::decode(b).unwrap();
+            out.extend(records.map(|r| r.unwrap().value.unwrap().to_vec()));
+        }
+        (out, batches)
     }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    fn retry(error: &str, redirected: bool) -> SendOutcome {
+        SendOutcome::Retry {
+            error: error.into(),
+            redirected,
+        }
     }
 
     #[test]
@@ -509,8 +555,8 @@ mod tests {
         assert_eq!(acc.ready(t0 + ms(5), false).partitions, [tp(0)]);
         // Forced (flush) before the linger.
         assert_eq!(acc.ready(t0, true).partitions, [tp(0)]);
-        let bytes = acc.start_send(&tp(0)).unwrap();
-        assert_eq!(values(&bytes), [b"a".to_vec(), b"b".to_vec()]);
+        let bytes = acc.start_send(&tp(0), MANY).unwrap();
+        assert_eq!(values(&bytes), (vec![b"a".to_vec(), b"b".to_vec()], 1));
     }
 
     #[test]
@@ -530,9 +576,10 @@ mod tests {
             [tp(0)],
             "a full batch goes at once"
         );
-        let first = acc.start_send(&tp(0)).unwrap();
+        assert_eq!(acc.front_size(&tp(0)), Some(197));
+        let first = acc.start_send(&tp(0), ONE).unwrap();
         assert!(first.len() <= 200);
-        assert_eq!(values(&first).len(), 2);
+        assert_eq!(values(&first).0.len(), 2);
         // A record larger than the batch size gets a batch of its own.
         let big = [1u8; 500];
         let a = acc.append(&tp(1), rec(&big), 9, t0).unwrap();
@@ -541,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn one_batch_in_flight_per_partition_and_order_kept_across_retries() {
+    fn one_send_in_flight_per_partition_and_order_kept_across_retries() {
         let t0 = Instant::now();
         let mut acc = Accumulator::new(config());
         let v = [7u8; 60];
@@ -549,41 +596,28 @@ mod tests {
             acc.append(&tp(0), rec(&v), i, t0).unwrap();
         }
         acc.append(&tp(1), rec(b"x"), 100, t0).unwrap();
-        let first = acc.start_send(&tp(0)).unwrap();
-        assert_eq!(acc.start_send(&tp(0)), None, "second batch held back");
+        let first = acc.start_send(&tp(0), ONE).unwrap();
+        assert_eq!(acc.start_send(&tp(0), MANY), None, "second send held back");
+        assert_eq!(acc.front_size(&tp(0)), None);
         let r = acc.ready(t0 + ms(10), false);
         assert_eq!(r.partitions, [tp(1)], "partition 0 is in flight");
 
         // A retriable failure: the same bytes go again, first, after the
         // backoff; later batches wait.
-        let c = acc.complete(
-            &tp(0),
-            SendOutcome::Retry {
-                error: "NOT_ENOUGH_REPLICAS".into(),
-                redirected: false,
-            },
-            t0 + ms(10),
-        );
+        let c = acc.complete(&tp(0), retry("NOT_ENOUGH_REPLICAS", false), t0 + ms(10));
         assert_eq!(c, Completed::WillRetry);
         let r = acc.ready(t0 + ms(50), false);
         assert!(!r.partitions.contains(&tp(0)));
         assert_eq!(r.next_check, Some(t0 + ms(110)));
         assert_eq!(acc.ready(t0 + ms(110), false).partitions, [tp(0), tp(1)]);
-        assert_eq!(acc.start_send(&tp(0)).unwrap(), first, "same bytes");
+        assert_eq!(acc.start_send(&tp(0), ONE).unwrap(), first, "same bytes");
         // Second failure backs off twice as long.
-        acc.complete(
-            &tp(0),
-            SendOutcome::Retry {
-                error: "x".into(),
-                redirected: false,
-            },
-            t0 + ms(120),
-        );
+        acc.complete(&tp(0), retry("x", false), t0 + ms(120));
         assert_eq!(
             acc.ready(t0 + ms(120), false).next_check,
             Some(t0 + ms(320))
         );
-        assert_eq!(acc.start_send(&tp(0)).unwrap(), first);
+        assert_eq!(acc.start_send(&tp(0), ONE).unwrap(), first);
 
         let mut delivered = Vec::new();
         let mut base = 0;
@@ -603,11 +637,76 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
-            if acc.start_send(&tp(0)).is_none() {
+            if acc.start_send(&tp(0), ONE).is_none() {
                 break;
             }
         }
         assert_eq!(delivered, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn queued_batches_go_together_within_the_budget() {
+        let t0 = Instant::now();
+        let mut acc = Accumulator::new(config());
+        let v = [7u8; 60];
+        // Three full batches and an open one (two records each).
+        for i in 0..7u32 {
+            acc.append(&tp(0), rec(&v), i, t0).unwrap();
+        }
+        // Room for two of the three closed batches.
+        let bytes = acc.start_send(&tp(0), 450).unwrap();
+        let (vals, batches) = values(&bytes);
+        assert_eq!((vals.len(), batches), (4, 2));
+        // A retry resends both, byte for byte.
+        acc.complete(&tp(0), retry("REQUEST_TIMED_OUT", false), t0);
+        assert_eq!(acc.start_send(&tp(0), 450).unwrap(), bytes);
+        match acc.complete(&tp(0), SendOutcome::Acked { base_offset: 10 }, t0) {
+            Completed::Acked {
+                records,
+                base_offset,
+            } => assert_eq!((records, base_offset), (vec![0, 1, 2, 3], 10)),
+            other => panic!("{other:?}"),
+        }
+        // The last closed batch goes alone: the open one behind it waits
+        // for its linger.
+        let (vals, batches) = values(&acc.start_send(&tp(0), MANY).unwrap());
+        assert_eq!((vals.len(), batches), (2, 1));
+        acc.complete(&tp(0), SendOutcome::Acked { base_offset: 14 }, t0);
+        assert!(acc.ready(t0, false).partitions.is_empty());
+        assert_eq!(acc.ready(t0 + ms(5), false).partitions, [tp(0)]);
+    }
+
+    #[test]
+    fn a_failed_send_of_several_batches_is_split() {
+        let t0 = Instant::now();
+        let mut acc = Accumulator::new(config());
+        let v = [7u8; 60];
+        for i in 0..7u32 {
+            acc.append(&tp(0), rec(&v), i, t0).unwrap();
+        }
+        let (_, batches) = values(&acc.start_send(&tp(0), MANY).unwrap());
+        assert_eq!(batches, 3);
+        assert_eq!(
+            acc.complete(&tp(0), SendOutcome::Failed, t0),
+            Completed::Split
+        );
+        // Now one batch per send: only the bad one fails.
+        let (_, batches) = values(&acc.start_send(&tp(0), MANY).unwrap());
+        assert_eq!(batches, 1);
+        assert!(matches!(
+            acc.complete(&tp(0), SendOutcome::Acked { base_offset: 0 }, t0),
+            Completed::Acked { .. }
+        ));
+        let (_, batches) = values(&acc.start_send(&tp(0), MANY).unwrap());
+        assert_eq!(batches, 1);
+        assert_eq!(
+            acc.complete(&tp(0), SendOutcome::Failed, t0),
+            Completed::Failed {
+                records: vec![2, 3]
+            }
+        );
+        let (_, batches) = values(&acc.start_send(&tp(0), MANY).unwrap());
+        assert_eq!(batches, 1);
     }
 
     #[test]
@@ -617,15 +716,8 @@ mod tests {
         acc.append(&tp(0), rec(b"a"), 1, t0).unwrap();
         let mut pauses = Vec::new();
         for _ in 0..5 {
-            acc.start_send(&tp(0)).unwrap();
-            acc.complete(
-                &tp(0),
-                SendOutcome::Retry {
-                    error: "NOT_LEADER".into(),
-                    redirected: true,
-                },
-                t0,
-            );
+            acc.start_send(&tp(0), MANY).unwrap();
+            acc.complete(&tp(0), retry("NOT_LEADER", true), t0);
             let r = acc.ready(t0, false);
             pauses.push(if r.partitions.is_empty() {
                 r.next_check.map(|t| t - t0)
@@ -644,7 +736,7 @@ mod tests {
         for i in 0..4u32 {
             acc.append(&tp(0), rec(&v), i, t0).unwrap();
         }
-        acc.start_send(&tp(0)).unwrap();
+        acc.start_send(&tp(0), ONE).unwrap();
         assert_eq!(acc.next_expiry(), Some(t0 + Duration::from_secs(10)));
         // Queued batches expire; the one in flight waits for its answer.
         let late = t0 + Duration::from_secs(11);
@@ -652,27 +744,21 @@ mod tests {
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].records, [2, 3]);
         assert_eq!(expired[0].last_error, None);
-        // Its answer is a retriable error after the timeout: expired too.
-        match acc.complete(
-            &tp(0),
-            SendOutcome::Retry {
-                error: "timeout".into(),
-                redirected: false,
-            },
-            late,
-        ) {
-            Completed::Expired {
-                records,
-                last_error,
-            } => {
-                assert_eq!((records, last_error.as_str()), (vec![0, 1], "timeout"));
-            }
-            other => panic!("{other:?}"),
-        }
+        // Its answer is a retriable error after the timeout: it expires
+        // with that error instead of going again.
+        assert_eq!(
+            acc.complete(&tp(0), retry("timeout", false), late),
+            Completed::WillRetry
+        );
+        let expired = acc.expire(late);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].records, [0, 1]);
+        assert_eq!(expired[0].last_error.as_deref(), Some("timeout"));
+        assert_eq!(expired[0].age, Duration::from_secs(11));
         assert!(acc.is_empty());
 
         acc.append(&tp(0), rec(b"a"), 7, t0).unwrap();
-        acc.start_send(&tp(0)).unwrap();
+        acc.start_send(&tp(0), MANY).unwrap();
         assert_eq!(
             acc.complete(&tp(0), SendOutcome::Failed, t0),
             Completed::Failed { records: vec![7] }

@@ -25,6 +25,22 @@
 //! below the high watermark are returned (the agent sends no more).
 //! Must never hold a lock across an await or decode bytes without bounds
 //! (`ballast-record` checks every length).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ballast_client::ConsumeError> {
+//! use std::time::Duration;
+//! use ballast_client::{Consumer, ConsumerConfig, StartPosition};
+//!
+//! let mut consumer = Consumer::connect(vec!["127.0.0.1:9092".into()], ConsumerConfig::default())?;
+//! let partitions = consumer.partitions_for("orders").await?;
+//! consumer.assign("orders", (0..partitions).map(|p| (p, StartPosition::Earliest)));
+//! loop {
+//!     for r in consumer.poll(Duration::from_secs(1)).await? {
+//!         println!("{}-{} @ {}: {:?}", r.topic, r.partition, r.offset, r.value);
+//!     }
+//! }
+//! # }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -6,7 +6,8 @@
 //! one background task partitions it (Kafka's default partitioner, see
 //! [`crate::partitioner`]), appends it to its partition's batch in the pure
 //! [`crate::accumulator`], sends ready batches to the partitions' leaders
-//! (one `Produce` request per leader per round, up to `max_request_bytes`),
+//! (one `Produce` request per leader per round, carrying each partition's
+//! queued batches, up to `max_request_bytes`),
 //! and settles each record's [`DeliveryFuture`] from the answers. Leaders
 //! come from the [`crate::metadata`] cache, which a `NOT_LEADER` hint
 //! updates at once and a refresh updates otherwise.
@@ -14,7 +15,7 @@
 //! # Guarantees
 //!
 //! * **Order within a partition is kept**, retries included: a partition has
-//!   at most one request in flight, and a retried batch is sent again (same
+//!   at most one request in flight, and a retried send goes again (same
 //!   bytes) before any later batch of that partition.
 //! * **A record is acknowledged at most once, but may be written more than
 //!   once.** There is no idempotence yet: when an answer is lost (a request
@@ -37,6 +38,24 @@
 //!   batch; `Leader` once the leader wrote it (lost if the leader fails
 //!   before a follower copies it); `None` once the agent took the request
 //!   (the offset is then -1).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ballast_client::ProduceError> {
+//! use ballast_client::{Producer, ProducerConfig, ProducerRecord};
+//!
+//! let producer = Producer::connect(vec!["127.0.0.1:9092".into()], ProducerConfig::default())?;
+//! // Queue many, then wait: records of a partition keep the send order.
+//! let acks: Vec<_> = (0..100)
+//!     .map(|i| producer.send(ProducerRecord::new("orders", format!("order {i}")).key("user-1")))
+//!     .collect();
+//! for ack in acks {
+//!     let written = ack.await?;
+//!     println!("{}-{} @ {}", written.topic, written.partition, written.offset);
+//! }
+//! producer.close().await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
@@ -893,8 +912,9 @@ impl Runner {
         }
     }
 
-    /// Sends every ready batch whose leader is known: one request per
-    /// leader, split at `max_request_bytes`. Returns when to look again.
+    /// Sends every ready partition whose leader is known: one request per
+    /// leader (its partitions' queued batches), split at
+    /// `max_request_bytes`. Returns when to look again.
     fn send_ready(&mut self, now: Instant) -> Option<Instant> {
         let force = self.input_closed || !self.flushes.is_empty() || !self.closers.is_empty();
         let ready = self.acc.ready(now, force);
@@ -923,7 +943,8 @@ impl Runner {
                     );
                     size = 0;
                 }
-                if let Some(records) = self.acc.start_send(&tp) {
+                let budget = self.config.max_request_bytes.saturating_sub(size);
+                if let Some(records) = self.acc.start_send(&tp, budget) {
                     size += records.len();
                     parts.push(ProducePartition {
                         topic: tp.topic.clone(),
@@ -1192,23 +1213,9 @@ impl Runner {
                     self.settle(h, Ok(meta));
                 }
             }
-            Completed::WillRetry => {}
+            Completed::WillRetry | Completed::Split => {}
             Completed::Failed { records } => {
                 let error = fatal.unwrap_or(ProduceError::Closed);
-                for h in records {
-                    self.settle(h, Err(error.clone()));
-                }
-            }
-            Completed::Expired {
-                records,
-                last_error,
-            } => {
-                let error = ProduceError::Timeout {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    elapsed: self.config.delivery_timeout,
-                    last_error,
-                };
                 for h in records {
                     self.settle(h, Err(error.clone()));
                 }

@@ -6,7 +6,7 @@
 //! per topic the leader and leader epoch of every partition. It applies a
 //! `Metadata` answer, a `LeaderHint` that came with a `NOT_LEADER` refusal
 //! (one partition, no round trip), or a plain "that leader is wrong", and
-//! says when the next refresh may start. [`Metadata`] wraps it for the
+//! says when the next refresh may start. `Metadata` wraps it for the
 //! async callers: it asks any reachable agent (known brokers first, then the
 //! bootstrap addresses) for the topics in use, coalesces concurrent refresh
 //! requests into one call, and spaces refreshes by a minimum interval that

@@ -5,7 +5,7 @@
 //! record (the call order is the order records of a partition are written);
 //! one background task partitions it (Kafka's default partitioner, see
 //! [`crate::partitioner`]), appends it to its partition's batch in the pure
-//! [`crate::accumulator`], sends ready batches to the partitions' leaders
+//! `accumulator` module, sends ready batches to the partitions' leaders
 //! (one `Produce` request per leader per round, carrying each partition's
 //! queued batches, up to `max_request_bytes`),
 //! and settles each record's [`DeliveryFuture`] from the answers. Leaders

@@ -281,7 +281,7 @@ pub fn dev(args: DevArgs) -> anyhow::Result<String> {
         }
         let rf = 3.min(args.brokers);
         out.push_str(&format!(
-            "\nNext, in another terminal:\n  ballast topics create orders --partitions 6 --replication-factor {rf}\n  ballast topics describe orders\n  ballast brokers list\n  ballast cluster status\n(add --coordinator {address} if you changed --listen)\nPress Ctrl-C to stop; the cluster keeps its state for the next start.\n"
+            "\nNext, in another terminal:\n  ballast topics create orders --partitions 6 --replication-factor {rf}\n  ballast topics describe orders\n  seq 1 5 | ballast produce --topic orders --acks all\n  ballast consume --topic orders --from-beginning --timeout-ms 2000\n  ballast brokers list\n  ballast cluster status\n(add --coordinator {address} if you changed --listen)\nPress Ctrl-C to stop; the cluster keeps its state for the next start.\n"
         ));
         print!("{out}");
         let _ = std::io::Write::flush(&mut std::io::stdout());

@@ -42,10 +42,10 @@ pub use connection::error_code_name;
 pub use consumer::{
     ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartPosition,
 };
+pub use error::{Attempt, ClientError};
 pub use metadata::{MetadataError, MetadataOptions};
 pub use producer::{
     Acks, DeliveryFuture, Keyless, ProduceError, Producer, ProducerConfig, ProducerRecord,
     RecordMetadata,
 };
-pub use error::{Attempt, ClientError};
 pub use retry::{ACTIVE_COORDINATOR_KEY, code_name};

@@ -109,17 +109,26 @@ pub fn on_broker_fenced(
     Some(state.with_leader(NO_LEADER, isr))
 }
 
-/// The next state when `broker` becomes live again: an offline partition
-/// whose ISR holds a live replica gets a clean leader.
+/// The next state when a broker becomes live again: an offline partition
+/// whose ISR holds a live replica gets a clean leader; failing that, when its
+/// topic allows unclean election, the first live replica leads with an ISR
+/// of itself (Kafka's offline-partition election runs unclean too).
 pub fn on_broker_unfenced(
     state: &PartitionState,
     is_live: impl Fn(i32) -> bool,
+    unclean_allowed: bool,
 ) -> Option<PartitionState> {
     if !state.is_offline() {
         return None;
     }
-    let l = ballast_assignor::next_leader(&state.replicas, &state.isr, is_live)?;
-    Some(state.with_leader(l, state.isr.clone()))
+    if let Some(l) = ballast_assignor::next_leader(&state.replicas, &state.isr, &is_live) {
+        return Some(state.with_leader(l, state.isr.clone()));
+    }
+    if unclean_allowed {
+        let l = ballast_assignor::next_leader_unclean(&state.replicas, &[], &is_live)?;
+        return Some(state.with_leader(l, vec![l]));
+    }
+    None
 }
 
 /// The next state of a preferred-leader election: the first replica leads if
@@ -274,8 +283,11 @@ mod tests {
         assert_eq!(off.isr, vec![1]);
         assert!(off.is_offline());
         // 2 returning does not help: it is not in sync.
-        assert_eq!(on_broker_unfenced(&off, |b| b == 2), None);
-        let back = on_broker_unfenced(&off, |_| true).unwrap();
+        assert_eq!(on_broker_unfenced(&off, |b| b == 2, false), None);
+        // Unless the topic allows an unclean election.
+        let unclean = on_broker_unfenced(&off, |b| b == 2, true).unwrap();
+        assert_eq!((unclean.leader, unclean.isr.clone()), (2, vec![2]));
+        let back = on_broker_unfenced(&off, |_| true, false).unwrap();
         assert_eq!(
             (back.leader, back.leader_epoch, back.partition_epoch),
             (1, 7, 11)

@@ -30,7 +30,16 @@ type Key = (String, i32);
 #[derive(Debug, Default)]
 struct Dirty {
     full: bool,
+    /// The broker list changed (a registration or a fencing): every agent
+    /// gets it, even with no partition change.
+    brokers: bool,
     keys: BTreeSet<Key>,
+}
+
+impl Dirty {
+    fn has_work(&self) -> bool {
+        self.full || self.brokers || !self.keys.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -107,6 +116,7 @@ impl Pushers {
             address: record.control_address.clone(),
             dirty: Mutex::new(Dirty {
                 full: true,
+                brokers: false,
                 keys: BTreeSet::new(),
             }),
             wake: Notify::new(),
@@ -144,6 +154,15 @@ impl Pushers {
         }
     }
 
+    /// The broker list changed: send it to every agent (their clients and
+    /// partition leaders need to know who is live).
+    pub fn notify_brokers(&self) {
+        for q in self.queues().values() {
+            q.dirty().brokers = true;
+            q.wake.notify_one();
+        }
+    }
+
     /// Progress of every agent's task.
     pub fn progress(&self) -> Vec<PushProgress> {
         let mut v: Vec<PushProgress> = self
@@ -155,7 +174,7 @@ impl Pushers {
                     broker_id: q.broker_id,
                     sent: q.sent_version.load(Ordering::SeqCst),
                     acked: q.acked_version.load(Ordering::SeqCst),
-                    idle: !d.full && d.keys.is_empty(),
+                    idle: !d.has_work(),
                 }
             })
             .collect();
@@ -346,10 +365,7 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
         if q.stopped.load(Ordering::SeqCst) {
             return;
         }
-        let has_work = {
-            let d = q.dirty();
-            d.full || !d.keys.is_empty()
-        };
+        let has_work = q.dirty().has_work();
         if !has_work {
             tokio::select! {
                 () = q.wake.notified() => {}
@@ -363,6 +379,7 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
         }
         let (full, keys) = {
             let mut d = q.dirty();
+            d.brokers = false;
             (std::mem::take(&mut d.full), std::mem::take(&mut d.keys))
         };
         if full {

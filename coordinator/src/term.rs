@@ -612,6 +612,7 @@ impl Term {
         tracing::info!(broker = id, broker_epoch = epoch, rack = %req.rack, "broker registered");
         self.pushers
             .upsert_broker(&record, Arc::downgrade(self_arc));
+        self.pushers.notify_brokers();
         if returning {
             self.on_broker_back(id).await?;
         }
@@ -638,7 +639,11 @@ impl Term {
             let mut changes = BTreeMap::new();
             for (name, entry) in &state.topics {
                 for (p, s) in entry.partitions.iter().enumerate() {
-                    if let Some(next) = partition::on_broker_unfenced(s, |b| state.is_live(b)) {
+                    if let Some(next) = partition::on_broker_unfenced(
+                        s,
+                        |b| state.is_live(b),
+                        entry.config.unclean_leader_election,
+                    ) {
                         changes.insert((name.clone(), p as i32), next);
                     }
                 }
@@ -696,6 +701,7 @@ impl Term {
         }
         self.sessions().remove(&broker);
         self.pushers.remove_broker(broker);
+        self.pushers.notify_brokers();
         let keys: Vec<(String, i32)> = changes.into_keys().collect();
         tracing::warn!(broker, moved = keys.len(), "broker fenced");
         self.pushers.notify(&keys);

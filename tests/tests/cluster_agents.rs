@@ -282,11 +282,10 @@ async fn ballast_dev_keeps_topics_across_restart() {
     assert_eq!(live_brokers(&addrs).await.len(), 3);
 }
 
-/// Broker 1 dies and returns; the test then plays the partition leaders'
-/// part that the log issue will automate (asking to add broker 1 back to the
-/// ISR) over the real BrokerControl API, and checks preferred-leader
-/// election: on demand, and automatically when broker 1's leader imbalance
-/// passes 10 %.
+/// Broker 1 dies and returns; its partitions' leaders re-admit it to the
+/// ISR once it has caught up (real replication and AlterIsr), and leadership
+/// returns to the preferred replicas: on demand, and automatically when
+/// broker 1's leader imbalance passes 10 %.
 async fn leadership_returns_to_preferred_replicas(automatic: bool) {
     use ballast_proto::v1::broker_control_client::BrokerControlClient;
     let interval = if automatic { "1s" } else { "0s" };
@@ -317,44 +316,40 @@ async fn leadership_returns_to_preferred_replicas(automatic: bool) {
     })
     .await;
 
-    // Each leader asks to add broker 1 back, with its epochs.
+    // The leaders re-admit broker 1 to the ISR once it has caught up (they
+    // send AlterIsr themselves).
+    let t = eventually("broker 1 back in every ISR", WAIT, || async {
+        let t = topic(&addrs, "pref").await;
+        t.partitions.iter().all(|p| p.isr.contains(&1)).then_some(t)
+    })
+    .await;
+    // An ISR change planned under a stale leader epoch is refused and
+    // changes nothing.
     let brokers = live_brokers(&addrs).await;
-    let t = topic(&addrs, "pref").await;
     let mut control = BrokerControlClient::new(channel(&addrs[0]));
-    for p in &t.partitions {
-        let mut isr = p.isr.clone();
-        isr.push(1);
-        let req = pb::AlterIsrRequest {
-            broker_id: p.leader,
-            broker_epoch: brokers[&p.leader].broker_epoch,
-            topic: "pref".into(),
-            partition: p.partition,
-            leader_epoch: p.leader_epoch,
-            partition_epoch: p.partition_epoch,
-            new_isr: isr.clone(),
-        };
-        // A stale leader epoch is refused and changes nothing.
-        let stale = pb::AlterIsrRequest {
-            leader_epoch: p.leader_epoch - 1,
-            ..req.clone()
-        };
-        let refused = control.alter_isr(stale).await.unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-        assert!(
-            refused.message().contains("fenced leader epoch"),
-            "{}",
-            refused.message()
-        );
-        let state = control
-            .alter_isr(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .state
-            .unwrap();
-        assert!(state.isr.contains(&1));
-        assert_eq!(state.partition_epoch, p.partition_epoch + 1);
-    }
+    let moved = t.partitions.iter().find(|p| p.leader_epoch > 0).unwrap();
+    let stale = pb::AlterIsrRequest {
+        broker_id: moved.leader,
+        broker_epoch: brokers[&moved.leader].broker_epoch,
+        topic: "pref".into(),
+        partition: moved.partition,
+        leader_epoch: moved.leader_epoch - 1,
+        partition_epoch: moved.partition_epoch,
+        new_isr: vec![moved.leader],
+    };
+    let refused = control.alter_isr(stale).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("fenced leader epoch"),
+        "{}",
+        refused.message()
+    );
+    let unchanged = topic(&addrs, "pref").await;
+    assert!(
+        unchanged.partitions[moved.partition as usize]
+            .isr
+            .contains(&1)
+    );
     if !automatic {
         let r = on_active(&addrs, WAIT, |mut c| async move {
             c.elect_preferred_leaders(pb::ElectPreferredLeadersRequest {

@@ -517,3 +517,126 @@ async fn agents_compact_and_apply_retention_in_the_background() {
         "the newest records stay"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_unclean_election_the_old_leader_truncates_and_replicas_converge() {
+    let etcd = EtcdServer::start().unwrap();
+    let coordinator = start_coordinator(&etcd.endpoints(), "repl4");
+    let addrs = vec![coordinator.address().to_owned()];
+    eventually("active", WAIT, || find_active(&addrs)).await;
+    let dirs = tempfile::tempdir().unwrap();
+    let data: Vec<PathBuf> = (1..=2)
+        .map(|id| dirs.path().join(format!("b{id}")))
+        .collect();
+    let mut agents: BTreeMap<i32, BallastProcess> = (1..=2)
+        .map(|id| (id, start_agent(&addrs[0], id, &data[id as usize - 1])))
+        .collect();
+    eventually("2 brokers registered", WAIT, || async {
+        let info = ballast_tests::cluster::admin(&addrs[0])
+            .get_cluster_info(pb::GetClusterInfoRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        (info.live_brokers == 2).then_some(())
+    })
+    .await;
+    // Broker 1 leads; unclean election allowed.
+    on_active(&addrs, WAIT, |mut c| async move {
+        c.create_topic(pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            assignments: vec![pb::ReplicaList {
+                replicas: vec![1, 2],
+            }],
+            configs: [(
+                "unclean.leader.election.enable".to_string(),
+                "true".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            request_id: "u-1".into(),
+            ..Default::default()
+        })
+        .await
+    })
+    .await
+    .unwrap();
+    let produce = |bootstrap: Vec<String>, prefix: &'static str, n: usize| async move {
+        let p = Producer::connect(
+            bootstrap,
+            ProducerConfig {
+                acks: Acks::Leader,
+                delivery_timeout: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for i in 0..n {
+            p.send(ProducerRecord::new(
+                TOPIC,
+                format!("{prefix}-{i}").into_bytes(),
+            ))
+            .await
+            .unwrap();
+        }
+    };
+    produce(vec![agents[&1].address().to_owned()], "shared", 20).await;
+    eventually("both replicas in sync", WAIT, || async {
+        let p = partition0(&addrs).await;
+        (p.isr.len() == 2).then_some(())
+    })
+    .await;
+    // Broker 2 dies; broker 1 goes on alone (ISR [1]) and writes a suffix
+    // broker 2 never sees.
+    agents.get_mut(&2).unwrap().kill();
+    eventually("ISR shrinks to broker 1", WAIT, || async {
+        let p = partition0(&addrs).await;
+        (p.isr == vec![1]).then_some(())
+    })
+    .await;
+    produce(vec![agents[&1].address().to_owned()], "lost", 10).await;
+    // Broker 1 dies, broker 2 returns: the unclean election makes it leader.
+    agents.get_mut(&1).unwrap().kill();
+    agents
+        .get_mut(&2)
+        .unwrap()
+        .restart(Duration::from_secs(20))
+        .unwrap();
+    let p = eventually("broker 2 leads by unclean election", WAIT, || async {
+        let p = partition0(&addrs).await;
+        (p.leader == 2).then_some(p)
+    })
+    .await;
+    assert_eq!(p.isr, vec![2]);
+    produce(vec![agents[&2].address().to_owned()], "new", 5).await;
+    // Broker 1 returns, truncates its "lost" suffix and follows broker 2.
+    agents
+        .get_mut(&1)
+        .unwrap()
+        .restart(Duration::from_secs(20))
+        .unwrap();
+    eventually("broker 1 back in the ISR", WAIT, || async {
+        let p = partition0(&addrs).await;
+        (p.isr.len() == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bootstrap = vec![agents[&2].address().to_owned()];
+    let mut consumer = Consumer::connect(bootstrap, ConsumerConfig::default()).unwrap();
+    consumer.assign(TOPIC, [(0, StartPosition::Earliest)]);
+    let mut got = Vec::new();
+    while got.len() < 25 {
+        got.extend(consumer.poll(Duration::from_secs(5)).await.unwrap());
+    }
+    let vals = values(&got);
+    assert_eq!(vals.len(), 25);
+    assert!(vals[..20].iter().all(|v| v.starts_with("shared-")));
+    assert!(vals[20..].iter().all(|v| v.starts_with("new-")));
+    for a in agents.values_mut() {
+        a.stop();
+    }
+    let logs: Vec<Vec<u8>> = data.iter().map(|d| log_bytes(d)).collect();
+    assert_eq!(
+        logs[0], logs[1],
+        "the old leader's divergent suffix was truncated"
+    );
+}

@@ -389,6 +389,16 @@ impl LeaderState {
                 }
                 self.replicas = replicas;
             }
+            // A replica the coordinator took out of the ISR (it was fenced,
+            // or lagged) must fetch again before it can be proposed back:
+            // its last known log end offset may belong to a dead process.
+            for r in &self.isr {
+                if !isr.contains(r)
+                    && let Some(f) = self.followers.get_mut(r)
+                {
+                    f.log_end_offset = UNKNOWN_OFFSET;
+                }
+            }
             self.adopt_isr(isr, partition_epoch, now_ms);
         }
         let mut out = Vec::new();
@@ -673,6 +683,26 @@ mod tests {
             8,
         );
         assert_eq!(l.isr(), &[1, 2, 3]);
+    }
+
+    #[test]
+    fn a_replica_the_coordinator_removed_must_fetch_again_to_rejoin() {
+        // 3 was caught up, then died; the coordinator fenced it and pushed
+        // an ISR without it. Its old log end offset must not bring it back.
+        let (mut l, _) = leader(&[1, 2, 3], 10, 10, 1);
+        l.on_follower_fetch(2, 10, 1).unwrap();
+        l.on_follower_fetch(3, 10, 1).unwrap();
+        let cmds = l.on_push(vec![1, 2, 3], vec![1, 2], 11, 1, 2);
+        assert!(
+            cmds.iter().all(|c| !matches!(c, Command::SendAlterIsr(_))),
+            "{cmds:?}"
+        );
+        assert_eq!(l.tick(3), vec![]);
+        // Once it fetches again at the HW, it is proposed.
+        assert_eq!(
+            l.on_follower_fetch(3, 10, 4).unwrap(),
+            vec![send(ChangeKind::Expand, &[1, 2, 3], 11)]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!   does no fsync per write; and 1 MiB writes each followed by fdatasync);
 //! * produce MB/s and per-record latency (send to acknowledgement, p50/p99)
 //!   of 1 KiB records to a topic with RF 3, 1 and 3 partitions, acks=1 and
-//!   acks=all;
+//!   acks=all; and, paced at 2,000 records/s, the latency below saturation;
 //! * consume MB/s from offset 0 to the end (page cache warm);
 //! * memory per hosted partition replica: this process's VmRSS before and
 //!   after creating many RF 3 partitions (three agents plus the coordinator
@@ -39,6 +39,8 @@ const RECORD_BYTES: usize = 1024;
 const FULL_BYTES: u64 = 512 * 1024 * 1024;
 const FULL_PARTITIONS: usize = 10_000;
 const AGENTS: i32 = 3;
+/// Pace of the latency scenarios: 2,000 records/s, ~2 MB/s.
+const PACED_RECORDS_PER_S: f64 = 2_000.0;
 /// File descriptors a hosted partition keeps open: the active segment's
 /// log and its offset and time indexes.
 const FDS_PER_REPLICA: usize = 3;
@@ -252,6 +254,15 @@ fn raw_write(dir: &Path, bytes: u64, sync_each: bool) -> Duration {
     elapsed
 }
 
+/// Producer batch size and buffer, and an optional pace in records/s
+/// (`None`: as fast as `ready()` allows).
+#[derive(Clone, Copy)]
+struct Load {
+    batch: usize,
+    buffer: usize,
+    pace: Option<f64>,
+}
+
 struct ProduceResult {
     mb_s: f64,
     p50: Duration,
@@ -265,14 +276,19 @@ async fn produce(
     partitions: i32,
     acks: Acks,
     records: u64,
-    batch: usize,
+    load: Load,
 ) -> ProduceResult {
+    let Load {
+        batch,
+        buffer,
+        pace,
+    } = load;
     let config = ProducerConfig {
         acks,
         linger: Duration::from_millis(5),
         batch_size_bytes: batch,
         max_request_bytes: 4 * 1024 * 1024,
-        buffer_memory: 32 * 1024 * 1024,
+        buffer_memory: buffer,
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(bootstrap, config).expect("producer");
@@ -308,6 +324,12 @@ async fn produce(
     }
     let start = Instant::now();
     for i in 0..records {
+        if let Some(rate) = pace {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
         producer.ready().await;
         let p = ((i / records_per_batch) % partitions as u64) as i32;
         let sent = Instant::now();
@@ -473,7 +495,19 @@ async fn main() {
             let topic = format!("bench-p{partitions}-acks-{name}");
             cluster.create_topic(&topic, partitions).await;
             cluster.wait_topic(&topic, partitions).await;
-            let r = produce(bootstrap.clone(), &topic, partitions, acks, records, batch).await;
+            let r = produce(
+                bootstrap.clone(),
+                &topic,
+                partitions,
+                acks,
+                records,
+                Load {
+                    batch,
+                    buffer: 32 * 1024 * 1024,
+                    pace: None,
+                },
+            )
+            .await;
             let ratio = r.mb_s / raw_mb_s;
             println!(
                 "produce: {partitions} partition(s) RF 3 acks={name}: {:.0} MB/s ({:.0}% of raw, \
@@ -491,6 +525,34 @@ async fn main() {
                 println!("consume: {partitions} partition(s), from offset 0: {c:.0} MB/s");
             }
         }
+    }
+    // Latency below saturation: paced, default batch size (16 KiB).
+    for (acks, name) in [(Acks::Leader, "1"), (Acks::All, "all")] {
+        let topic = format!("latency-p1-acks-{name}");
+        cluster.create_topic(&topic, 1).await;
+        cluster.wait_topic(&topic, 1).await;
+        let r = produce(
+            bootstrap.clone(),
+            &topic,
+            1,
+            acks,
+            (records / 64).max(2_000),
+            Load {
+                batch: 16 * 1024,
+                buffer: 32 * 1024 * 1024,
+                pace: Some(PACED_RECORDS_PER_S),
+            },
+        )
+        .await;
+        println!(
+            "latency: 1 partition RF 3 acks={name}, paced at {:.1} MB/s, batch 16 KiB: {:.1} MB/s, \
+             latency p50 {} p99 {} max {}",
+            PACED_RECORDS_PER_S * RECORD_BYTES as f64 / 1e6,
+            r.mb_s,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.max)
+        );
     }
     let raw_after = mb_per_s(bytes, raw_write(&dir, bytes, false));
     println!("raw again after the produce runs: {raw_after:.0} MB/s");

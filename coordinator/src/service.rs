@@ -388,7 +388,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // TCP_NODELAY on accepted connections (tonic sets it only on listeners it
+    // binds itself): small answers must not wait for a delayed ACK.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     CoordinatorService::new(coordinator)
         .router()
         .serve_with_incoming_shutdown(incoming, shutdown)

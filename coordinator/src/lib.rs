@@ -6,10 +6,13 @@
 //! pushes desired state to agents. Placement and leader choice are never
 //! computed here: they come from `ballast-assignor`, which is pure.
 //!
-//! Status: the metadata store layer is in place ([`store`]: the
-//! `MetadataStore` trait, `EtcdStore`, the embedded `LocalStore`, leader
-//! election with fencing, the prefix reflector); the coordinator's services
-//! arrive with the rest of the coordinator issue (see docs/ARCHITECTURE.md).
+//! Layout: [`store`] (the `MetadataStore` trait, `EtcdStore`, the embedded
+//! `LocalStore`, election with fencing, the reflector); [`ha`] (the election
+//! loop and renew deadline); [`term`] (one active term: plan, fenced write,
+//! apply, push); [`state`], [`partition`], [`topic`] (pure planning and
+//! validation); [`writer`] (batched fenced transactions); [`push`] (per-agent
+//! desired-state pushes); [`service`] (gRPC, and the one error-to-status
+//! mapping). docs/ARCHITECTURE.md states the guarantees.
 
 pub mod store;
 

@@ -246,7 +246,56 @@ struct Send<'a> {
 }
 
 /// The request for one send, and the hosted set it leads to.
-fn build(state: &ClusterState, q: &Queue, send: Send<'_>) -> (pb::ApplyRequest, HashSet<Key>) {
+/// How the agent's hosted set changes once a send succeeds: a full push
+/// replaces it, a delta adds and removes a few keys (never a copy of the
+/// whole set per delta).
+enum HostedUpdate {
+    Replace(HashSet<Key>),
+    Delta { added: Vec<Key>, removed: Vec<Key> },
+}
+
+impl HostedUpdate {
+    fn apply(self, hosted: &mut HashSet<Key>) {
+        match self {
+            HostedUpdate::Replace(set) => *hosted = set,
+            HostedUpdate::Delta { added, removed } => {
+                for k in removed {
+                    hosted.remove(&k);
+                }
+                hosted.extend(added);
+            }
+        }
+    }
+}
+
+/// The broker list agents need (endpoints, racks, fenced flags), without
+/// the per-broker leader and replica counts: those walk every partition and
+/// only the admin API shows them.
+fn broker_endpoints(state: &ClusterState) -> Vec<pb::BrokerInfo> {
+    state
+        .brokers
+        .values()
+        .map(|b| pb::BrokerInfo {
+            broker_id: b.broker_id,
+            broker_epoch: b.broker_epoch,
+            endpoints: b
+                .endpoints
+                .iter()
+                .map(|e| pb::Endpoint {
+                    name: e.name.clone(),
+                    address: e.address.clone(),
+                })
+                .collect(),
+            rack: b.rack.clone(),
+            fenced: b.fenced,
+            leaders: 0,
+            replicas: 0,
+            disk_capacity_bytes: b.disk_capacity_bytes,
+        })
+        .collect()
+}
+
+fn build(state: &ClusterState, q: &Queue, send: Send<'_>) -> (pb::ApplyRequest, HostedUpdate) {
     let Send {
         epoch,
         full,
@@ -259,7 +308,9 @@ fn build(state: &ClusterState, q: &Queue, send: Send<'_>) -> (pb::ApplyRequest, 
     let mut partitions = Vec::new();
     let mut removed = Vec::new();
     let mut leaders = Vec::new();
-    let mut next_hosted = if full { HashSet::new() } else { hosted.clone() };
+    let mut replaced: HashSet<Key> = HashSet::new();
+    let mut added: Vec<Key> = Vec::new();
+    let mut gone: Vec<Key> = Vec::new();
     if full {
         for (name, entry) in &state.topics {
             for (p, s) in entry.partitions.iter().enumerate() {
@@ -274,7 +325,7 @@ fn build(state: &ClusterState, q: &Queue, send: Send<'_>) -> (pb::ApplyRequest, 
                     && let Some(a) = assigned(state, name, p)
                 {
                     partitions.push(a);
-                    next_hosted.insert((name.clone(), p));
+                    replaced.insert((name.clone(), p));
                 }
             }
         }
@@ -295,9 +346,10 @@ fn build(state: &ClusterState, q: &Queue, send: Send<'_>) -> (pb::ApplyRequest, 
                     if s.replicas.contains(&me) {
                         if let Some(a) = assigned(state, topic, *p) {
                             partitions.push(a);
-                            next_hosted.insert((topic.clone(), *p));
+                            added.push((topic.clone(), *p));
                         }
-                    } else if next_hosted.remove(&(topic.clone(), *p)) {
+                    } else if hosted.contains(&(topic.clone(), *p)) {
+                        gone.push((topic.clone(), *p));
                         removed.push(pb::PartitionRef {
                             topic: topic.clone(),
                             partition: *p,
@@ -313,7 +365,8 @@ fn build(state: &ClusterState, q: &Queue, send: Send<'_>) -> (pb::ApplyRequest, 
                         leader: -1,
                         leader_epoch: -1,
                     });
-                    if next_hosted.remove(&(topic.clone(), *p)) {
+                    if hosted.contains(&(topic.clone(), *p)) {
+                        gone.push((topic.clone(), *p));
                         removed.push(pb::PartitionRef {
                             topic: topic.clone(),
                             partition: *p,
@@ -332,12 +385,20 @@ fn build(state: &ClusterState, q: &Queue, send: Send<'_>) -> (pb::ApplyRequest, 
         removed,
         version,
         metadata: Some(pb::ClusterMetadata {
-            brokers: broker_infos(state),
+            brokers: broker_endpoints(state),
             leaders,
             offsets_partitions,
         }),
     };
-    (request, next_hosted)
+    let update = if full {
+        HostedUpdate::Replace(replaced)
+    } else {
+        HostedUpdate::Delta {
+            added,
+            removed: gone,
+        }
+    };
+    (request, update)
 }
 
 async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
@@ -386,7 +447,7 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
             next_full = tokio::time::Instant::now() + full_sync_interval;
         }
         version += 1;
-        let (request, next_hosted) = {
+        let (request, update) = {
             let state = t.state();
             build(
                 &state,
@@ -405,7 +466,7 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
         q.sent_version.store(version, Ordering::SeqCst);
         match client.apply(request).await {
             Ok(response) => {
-                hosted = next_hosted;
+                update.apply(&mut hosted);
                 q.acked_version
                     .store(response.into_inner().applied_version, Ordering::SeqCst);
                 backoff = Duration::from_millis(100);

@@ -235,3 +235,28 @@ where
         }
     }
 }
+
+/// Start `ballast agent` for broker `id` with its data in `dir`, registering
+/// with `coordinator`; `extra` flags are appended.
+pub fn start_agent(
+    coordinator: &str,
+    id: i32,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> BallastProcess {
+    let id = id.to_string();
+    let dir = dir.to_string_lossy().into_owned();
+    let mut args = vec![
+        "agent",
+        "--coordinator",
+        coordinator,
+        "--broker-id",
+        &id,
+        "--data-dir",
+        &dir,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    BallastProcess::start(&args, Duration::from_secs(20)).expect("agent starts")
+}

@@ -11,31 +11,11 @@ use std::time::Duration;
 
 use ballast_proto::v1::agent_control_client::AgentControlClient;
 use ballast_proto::v1::{self as pb};
-use ballast_tests::cluster::{channel, find_active, on_active, start_coordinator};
+use ballast_tests::cluster::{channel, find_active, on_active, start_agent, start_coordinator};
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually, free_port};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn start_agent(coordinator: &str, id: i32, dir: &std::path::Path) -> BallastProcess {
-    let id = id.to_string();
-    let dir = dir.to_string_lossy().into_owned();
-    BallastProcess::start(
-        &[
-            "agent",
-            "--coordinator",
-            coordinator,
-            "--broker-id",
-            &id,
-            "--data-dir",
-            &dir,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        Duration::from_secs(20),
-    )
-    .expect("agent starts")
-}
 
 async fn agent_state(address: &str) -> Option<pb::GetAgentStateResponse> {
     AgentControlClient::new(channel(address))
@@ -99,7 +79,7 @@ impl AgentCluster {
         eventually("active", WAIT, || find_active(&addrs)).await;
         let dirs = tempfile::tempdir().unwrap();
         let agents: Vec<BallastProcess> = (1..=3)
-            .map(|id| start_agent(&addrs[0], id, &dirs.path().join(format!("b{id}"))))
+            .map(|id| start_agent(&addrs[0], id, &dirs.path().join(format!("b{id}")), &[]))
             .collect();
         eventually("3 live brokers", WAIT, || async {
             (live_brokers(&addrs).await.len() == 3).then_some(())
@@ -228,13 +208,13 @@ async fn a_second_live_agent_claiming_a_broker_id_is_refused() {
     let addrs = vec![coordinator.address().to_owned()];
     eventually("active", WAIT, || find_active(&addrs)).await;
     let dirs = tempfile::tempdir().unwrap();
-    let first = start_agent(&addrs[0], 7, &dirs.path().join("a"));
+    let first = start_agent(&addrs[0], 7, &dirs.path().join("a"), &[]);
     let registered = eventually("first agent registered", WAIT, || async {
         let s = agent_state(first.address()).await?;
         s.registered.then_some(s)
     })
     .await;
-    let second = start_agent(&addrs[0], 7, &dirs.path().join("b"));
+    let second = start_agent(&addrs[0], 7, &dirs.path().join("b"), &[]);
     // Give the second agent several registration attempts.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s2 = agent_state(second.address()).await.unwrap();

@@ -17,32 +17,12 @@ use ballast_client::consumer::{Consumer, ConsumerConfig, StartPosition};
 use ballast_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use ballast_proto::v1::data_client::DataClient;
 use ballast_proto::v1::{self as pb};
-use ballast_tests::cluster::{channel, find_active, on_active, start_coordinator};
+use ballast_tests::cluster::{channel, find_active, on_active, start_agent, start_coordinator};
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOPIC: &str = "durable";
-
-fn start_agent(coordinator: &str, id: i32, dir: &Path) -> BallastProcess {
-    let id = id.to_string();
-    let dir = dir.to_string_lossy().into_owned();
-    BallastProcess::start(
-        &[
-            "agent",
-            "--coordinator",
-            coordinator,
-            "--broker-id",
-            &id,
-            "--data-dir",
-            &dir,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        Duration::from_secs(20),
-    )
-    .expect("agent starts")
-}
 
 async fn partition0(addrs: &[String]) -> pb::PartitionDescription {
     on_active(addrs, WAIT, |mut c| async move {
@@ -99,7 +79,7 @@ async fn kill9_of_the_leader_during_acks_all_loses_no_acknowledged_record() {
         .map(|id| dirs.path().join(format!("b{id}")))
         .collect();
     let mut agents: BTreeMap<i32, BallastProcess> = (1..=3)
-        .map(|id| (id, start_agent(&addrs[0], id, &data[id as usize - 1])))
+        .map(|id| (id, start_agent(&addrs[0], id, &data[id as usize - 1], &[])))
         .collect();
     let bootstrap: Vec<String> = agents.values().map(|a| a.address().to_owned()).collect();
     eventually("3 brokers registered", WAIT, || async {
@@ -288,7 +268,7 @@ async fn a_corrupt_batch_is_refused_and_never_served() {
     let addrs = vec![coordinator.address().to_owned()];
     eventually("active", WAIT, || find_active(&addrs)).await;
     let dirs = tempfile::tempdir().unwrap();
-    let agent = start_agent(&addrs[0], 1, &dirs.path().join("b1"));
+    let agent = start_agent(&addrs[0], 1, &dirs.path().join("b1"), &[]);
     eventually("the broker registered", WAIT, || async {
         let info = on_active(&addrs, WAIT, |mut c| async move {
             c.get_cluster_info(pb::GetClusterInfoRequest {}).await
@@ -529,7 +509,7 @@ async fn after_an_unclean_election_the_old_leader_truncates_and_replicas_converg
         .map(|id| dirs.path().join(format!("b{id}")))
         .collect();
     let mut agents: BTreeMap<i32, BallastProcess> = (1..=2)
-        .map(|id| (id, start_agent(&addrs[0], id, &data[id as usize - 1])))
+        .map(|id| (id, start_agent(&addrs[0], id, &data[id as usize - 1], &[])))
         .collect();
     eventually("2 brokers registered", WAIT, || async {
         let info = ballast_tests::cluster::admin(&addrs[0])

@@ -473,9 +473,7 @@ async fn main() {
         bytes as f64 / 1048576.0
     );
 
-    if std::env::var_os("BALLAST_BENCH_SKIP_MEMORY").is_none() {
-        memory_scenario(&tmp.path().join("memory"), scale).await;
-    }
+    memory_scenario(&tmp.path().join("memory"), scale).await;
 
     let dir = tmp.path().join("data");
     let cluster = Cluster::start(&dir).await;

@@ -56,11 +56,8 @@ use ballast_coordinator::topic::OFFSETS_TOPIC;
 use ballast_coordinator::{Coordinator, CoordinatorConfig, Role, service};
 use ballast_proto::v1::agent_control_client::AgentControlClient;
 use ballast_proto::v1::agent_control_server::{AgentControl, AgentControlServer};
-use ballast_proto::v1::broker_control_client::BrokerControlClient;
 use ballast_proto::v1::{self as pb};
-use ballast_tests::cluster::{
-    ACTIVE_KEY, BrokerStandIn, FAST, admin, channel, find_active, on_active,
-};
+use ballast_tests::cluster::{BrokerStandIn, FAST, admin, channel, find_active, on_active};
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, free_port};
 use tokio::runtime::Runtime;

@@ -112,80 +112,95 @@ impl BrokerStandIn {
     /// is active and keep heartbeating, re-registering when fenced.
     pub fn start(id: i32, rack: &str, coordinators: Vec<String>) -> BrokerStandIn {
         let epoch = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-        let shared = epoch.clone();
-        let rack = rack.to_owned();
-        let incarnation = format!("stand-in-{id}-{}", std::process::id());
-        let task = tokio::spawn(async move {
-            let mut target = 0usize;
-            let mut registered: Option<(String, i64)> = None;
-            loop {
-                match &registered {
-                    None => {
-                        let address = coordinators[target % coordinators.len()].clone();
-                        let req = pb::RegisterBrokerRequest {
-                            broker_id: id,
-                            incarnation_id: incarnation.clone(),
-                            endpoints: vec![pb::Endpoint {
-                                name: "client".into(),
-                                address: "127.0.0.1:1".into(),
-                            }],
-                            rack: rack.clone(),
-                            disk_capacity_bytes: 0,
-                            control_address: "127.0.0.1:1".into(),
-                        };
-                        match BrokerControlClient::new(channel(&address))
-                            .register(req)
-                            .await
-                        {
-                            Ok(r) => {
-                                let e = r.into_inner().broker_epoch;
-                                shared.store(e, std::sync::atomic::Ordering::SeqCst);
-                                registered = Some((address, e));
-                            }
-                            Err(s) => {
-                                if let Some(hint) = active_hint(&s)
-                                    && let Some(i) = coordinators.iter().position(|c| *c == hint)
-                                {
-                                    target = i;
-                                } else {
-                                    target += 1;
-                                }
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                        }
+        let task = tokio::spawn(register_and_heartbeat(
+            id,
+            rack.to_owned(),
+            "127.0.0.1:1".to_owned(),
+            coordinators,
+            epoch.clone(),
+        ));
+        BrokerStandIn { task, epoch }
+    }
+}
+
+/// The register / heartbeat loop of a broker that hosts nothing itself:
+/// registers broker `id` with `control` as its control and client address,
+/// follows the active-coordinator hint, heartbeats every 250 ms, registers
+/// again when fenced, and keeps the latest broker epoch in `epoch`.
+pub async fn register_and_heartbeat(
+    id: i32,
+    rack: String,
+    control: String,
+    coordinators: Vec<String>,
+    epoch: std::sync::Arc<std::sync::atomic::AtomicI64>,
+) {
+    let incarnation = format!("stand-in-{id}-{}", std::process::id());
+    let mut target = 0usize;
+    let mut registered: Option<(String, i64)> = None;
+    loop {
+        match &registered {
+            None => {
+                let address = coordinators[target % coordinators.len()].clone();
+                let req = pb::RegisterBrokerRequest {
+                    broker_id: id,
+                    incarnation_id: incarnation.clone(),
+                    endpoints: vec![pb::Endpoint {
+                        name: "client".into(),
+                        address: control.clone(),
+                    }],
+                    rack: rack.clone(),
+                    disk_capacity_bytes: 0,
+                    control_address: control.clone(),
+                };
+                match BrokerControlClient::new(channel(&address))
+                    .register(req)
+                    .await
+                {
+                    Ok(r) => {
+                        let e = r.into_inner().broker_epoch;
+                        epoch.store(e, std::sync::atomic::Ordering::SeqCst);
+                        registered = Some((address, e));
                     }
-                    Some((address, e)) => {
-                        let req = pb::BrokerHeartbeatRequest {
-                            broker_id: id,
-                            broker_epoch: *e,
-                            coordinator_epoch: 0,
-                        };
-                        match BrokerControlClient::new(channel(address))
-                            .heartbeat(req)
-                            .await
+                    Err(s) => {
+                        match active_hint(&s)
+                            .and_then(|h| coordinators.iter().position(|c| *c == h))
                         {
-                            Ok(r) if !r.get_ref().fenced => {}
-                            Ok(_) => registered = None,
-                            Err(s) => {
-                                // Standby now, or dead: find the active one,
-                                // keep the epoch (it survives failover).
-                                let e = *e;
-                                let next = match active_hint(&s) {
-                                    Some(h) => h,
-                                    None => {
-                                        target += 1;
-                                        coordinators[target % coordinators.len()].clone()
-                                    }
-                                };
-                                registered = Some((next, e));
-                            }
+                            Some(i) => target = i,
+                            None => target += 1,
                         }
-                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
             }
-        });
-        BrokerStandIn { task, epoch }
+            Some((address, e)) => {
+                let req = pb::BrokerHeartbeatRequest {
+                    broker_id: id,
+                    broker_epoch: *e,
+                    coordinator_epoch: 0,
+                };
+                match BrokerControlClient::new(channel(address))
+                    .heartbeat(req)
+                    .await
+                {
+                    Ok(r) if !r.get_ref().fenced => {}
+                    Ok(_) => registered = None,
+                    Err(s) => {
+                        // Standby now, or dead: find the active one and keep
+                        // the epoch (it survives failover).
+                        let e = *e;
+                        let next = match active_hint(&s) {
+                            Some(h) => h,
+                            None => {
+                                target += 1;
+                                coordinators[target % coordinators.len()].clone()
+                            }
+                        };
+                        registered = Some((next, e));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
     }
 }
 
@@ -259,4 +274,19 @@ pub fn start_agent(
     ];
     args.extend_from_slice(extra);
     BallastProcess::start(&args, Duration::from_secs(20)).expect("agent starts")
+}
+
+/// Wait until the active coordinator among `addresses` counts `n` live
+/// brokers (panics with the wait's name after `timeout`).
+pub async fn wait_live_brokers(addresses: &[String], n: u32, timeout: Duration) {
+    crate::process::eventually(&format!("{n} live brokers"), timeout, || async {
+        let info = on_active(addresses, timeout, |mut c| async move {
+            c.get_cluster_info(pb::GetClusterInfoRequest {}).await
+        })
+        .await
+        .ok()?
+        .into_inner();
+        (info.live_brokers == n).then_some(())
+    })
+    .await;
 }

@@ -184,80 +184,16 @@ impl Drop for MemBroker {
     }
 }
 
-pub(crate) fn active_hint(status: &tonic::Status) -> Option<String> {
-    status
-        .metadata()
-        .get(ACTIVE_KEY)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
-/// The register / heartbeat loop of [`BrokerStandIn`], with a control
-/// address of our choosing.
-pub(crate) async fn register_and_heartbeat(id: i32, control: String, coordinators: Vec<String>) {
-    let incarnation = format!("bench-{id}-{}", std::process::id());
-    let mut target = 0usize;
-    let mut registered: Option<(String, i64)> = None;
-    loop {
-        match &registered {
-            None => {
-                let address = coordinators[target % coordinators.len()].clone();
-                let req = pb::RegisterBrokerRequest {
-                    broker_id: id,
-                    incarnation_id: incarnation.clone(),
-                    endpoints: vec![pb::Endpoint {
-                        name: "client".into(),
-                        address: control.clone(),
-                    }],
-                    rack: String::new(),
-                    disk_capacity_bytes: 0,
-                    control_address: control.clone(),
-                };
-                match BrokerControlClient::new(channel(&address))
-                    .register(req)
-                    .await
-                {
-                    Ok(r) => registered = Some((address, r.into_inner().broker_epoch)),
-                    Err(s) => {
-                        match active_hint(&s)
-                            .and_then(|h| coordinators.iter().position(|c| *c == h))
-                        {
-                            Some(i) => target = i,
-                            None => target += 1,
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-            Some((address, epoch)) => {
-                let req = pb::BrokerHeartbeatRequest {
-                    broker_id: id,
-                    broker_epoch: *epoch,
-                    coordinator_epoch: 0,
-                };
-                match BrokerControlClient::new(channel(address))
-                    .heartbeat(req)
-                    .await
-                {
-                    Ok(r) if !r.get_ref().fenced => {}
-                    Ok(_) => registered = None,
-                    Err(s) => {
-                        let epoch = *epoch;
-                        let next = match active_hint(&s) {
-                            Some(h) => h,
-                            None => {
-                                target += 1;
-                                coordinators[target % coordinators.len()].clone()
-                            }
-                        };
-                        registered = Some((next, epoch));
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    }
+/// The shared stand-in loop, with a control address of our choosing.
+async fn register_and_heartbeat(id: i32, control: String, coordinators: Vec<String>) {
+    ballast_tests::cluster::register_and_heartbeat(
+        id,
+        String::new(),
+        control,
+        coordinators,
+        std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0)),
+    )
+    .await;
 }
 
 /// Which stand-in brokers a scenario registers.

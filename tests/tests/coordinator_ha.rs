@@ -12,7 +12,9 @@ use ballast_coordinator::state::WritePlan;
 use ballast_coordinator::store::{self, EtcdOptions, EtcdStore, MetadataStore, TxnOp};
 use ballast_coordinator::writer::{self, WriteError};
 use ballast_proto::v1::{self as pb};
-use ballast_tests::cluster::{BrokerStandIn, find_active, on_active, start_coordinator};
+use ballast_tests::cluster::{
+    BrokerStandIn, find_active, on_active, start_coordinator, wait_live_brokers,
+};
 use ballast_tests::etcd::{EtcdCluster, EtcdServer};
 use ballast_tests::process::eventually;
 
@@ -62,16 +64,7 @@ async fn kill9_of_active_coordinator_fails_over_and_creation_completes_once() {
     let _brokers: Vec<BrokerStandIn> = (1..=3)
         .map(|id| BrokerStandIn::start(id, "", addrs.clone()))
         .collect();
-    eventually("3 live brokers", WAIT, || async {
-        let info = on_active(&addrs, WAIT, |mut c| async move {
-            c.get_cluster_info(pb::GetClusterInfoRequest {}).await
-        })
-        .await
-        .ok()?
-        .into_inner();
-        (info.live_brokers == 3).then_some(())
-    })
-    .await;
+    wait_live_brokers(&addrs, 3, WAIT).await;
 
     // The standby refuses and names the active coordinator.
     let standby = if active == addrs[0] {
@@ -240,15 +233,7 @@ async fn cluster_recovers_after_etcd_restart() {
     let addrs = vec![c1.address().to_owned()];
     eventually("active", WAIT, || find_active(&addrs)).await;
     let _b = BrokerStandIn::start(1, "", addrs.clone());
-    eventually("broker live", WAIT, || async {
-        let i = ballast_tests::cluster::admin(&addrs[0])
-            .get_cluster_info(pb::GetClusterInfoRequest {})
-            .await
-            .ok()?
-            .into_inner();
-        (i.live_brokers == 1).then_some(())
-    })
-    .await;
+    wait_live_brokers(&addrs, 1, WAIT).await;
     etcd.stop();
     // While etcd is down the coordinator refuses to act (no panic, a status).
     let r = ballast_tests::cluster::admin(&addrs[0])

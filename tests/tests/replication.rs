@@ -17,7 +17,9 @@ use ballast_client::consumer::{Consumer, ConsumerConfig, StartPosition};
 use ballast_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use ballast_proto::v1::data_client::DataClient;
 use ballast_proto::v1::{self as pb};
-use ballast_tests::cluster::{channel, find_active, on_active, start_agent, start_coordinator};
+use ballast_tests::cluster::{
+    channel, find_active, on_active, start_agent, start_coordinator, wait_live_brokers,
+};
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually};
 
@@ -82,16 +84,7 @@ async fn kill9_of_the_leader_during_acks_all_loses_no_acknowledged_record() {
         .map(|id| (id, start_agent(&addrs[0], id, &data[id as usize - 1], &[])))
         .collect();
     let bootstrap: Vec<String> = agents.values().map(|a| a.address().to_owned()).collect();
-    eventually("3 brokers registered", WAIT, || async {
-        let info = on_active(&addrs, WAIT, |mut c| async move {
-            c.get_cluster_info(pb::GetClusterInfoRequest {}).await
-        })
-        .await
-        .ok()?
-        .into_inner();
-        (info.live_brokers == 3).then_some(())
-    })
-    .await;
+    wait_live_brokers(&addrs, 3, WAIT).await;
     on_active(&addrs, WAIT, |mut c| async move {
         c.create_topic(pb::CreateTopicRequest {
             name: TOPIC.into(),
@@ -269,16 +262,7 @@ async fn a_corrupt_batch_is_refused_and_never_served() {
     eventually("active", WAIT, || find_active(&addrs)).await;
     let dirs = tempfile::tempdir().unwrap();
     let agent = start_agent(&addrs[0], 1, &dirs.path().join("b1"), &[]);
-    eventually("the broker registered", WAIT, || async {
-        let info = on_active(&addrs, WAIT, |mut c| async move {
-            c.get_cluster_info(pb::GetClusterInfoRequest {}).await
-        })
-        .await
-        .ok()?
-        .into_inner();
-        (info.live_brokers == 1).then_some(())
-    })
-    .await;
+    wait_live_brokers(&addrs, 1, WAIT).await;
     on_active(&addrs, WAIT, |mut c| async move {
         c.create_topic(pb::CreateTopicRequest {
             name: TOPIC.into(),
@@ -383,15 +367,7 @@ async fn agents_compact_and_apply_retention_in_the_background() {
         Duration::from_secs(20),
     )
     .unwrap();
-    eventually("the broker registered", WAIT, || async {
-        let info = ballast_tests::cluster::admin(&addrs[0])
-            .get_cluster_info(pb::GetClusterInfoRequest {})
-            .await
-            .ok()?
-            .into_inner();
-        (info.live_brokers == 1).then_some(())
-    })
-    .await;
+    wait_live_brokers(&addrs, 1, WAIT).await;
     for (name, configs) in [
         (
             "compacted",
@@ -511,15 +487,7 @@ async fn after_an_unclean_election_the_old_leader_truncates_and_replicas_converg
     let mut agents: BTreeMap<i32, BallastProcess> = (1..=2)
         .map(|id| (id, start_agent(&addrs[0], id, &data[id as usize - 1], &[])))
         .collect();
-    eventually("2 brokers registered", WAIT, || async {
-        let info = ballast_tests::cluster::admin(&addrs[0])
-            .get_cluster_info(pb::GetClusterInfoRequest {})
-            .await
-            .ok()?
-            .into_inner();
-        (info.live_brokers == 2).then_some(())
-    })
-    .await;
+    wait_live_brokers(&addrs, 2, WAIT).await;
     // Broker 1 leads; unclean election allowed.
     on_active(&addrs, WAIT, |mut c| async move {
         c.create_topic(pb::CreateTopicRequest {

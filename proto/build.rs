@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ballast/v1/agent.proto",
         "proto/ballast/v1/metadata.proto",
         "proto/ballast/v1/data.proto",
+        "proto/ballast/v1/group.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -1172,7 +1172,23 @@ impl Runner {
                 | ErrorCode::OffsetOutOfRange
                 | ErrorCode::InvalidRequest
                 | ErrorCode::RequestTooLarge
-                | ErrorCode::NotReplica,
+                | ErrorCode::NotReplica
+                | ErrorCode::InvalidTopic,
+            )
+            // Group errors never answer a produce.
+            | Ok(
+                ErrorCode::NotCoordinator
+                | ErrorCode::CoordinatorLoadInProgress
+                | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::UnknownMemberId
+                | ErrorCode::FencedMemberEpoch
+                | ErrorCode::StaleMemberEpoch
+                | ErrorCode::GroupIdNotFound
+                | ErrorCode::NonEmptyGroup
+                | ErrorCode::InvalidGroupId
+                | ErrorCode::GroupMaxSizeReached
+                | ErrorCode::OffsetMetadataTooLarge
+                | ErrorCode::InvalidCommitOffset,
             )
             | Err(_) => {
                 let e = ProduceError::Rejected {

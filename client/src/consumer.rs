@@ -11,6 +11,15 @@
 //! `poll` call, so a short poll loses nothing: a late answer is used by the
 //! next poll, or dropped if the caller [`Consumer::seek`]ed meanwhile.
 //!
+//! Truncation detection (KIP-320): each partition remembers the leader
+//! epoch of the last record handed out (or the epoch a caller gave with
+//! [`Consumer::assign_at`], e.g. a group's committed offset) and sends it as
+//! `last_fetched_epoch` with every fetch. When the leader's log no longer
+//! holds that history (an unclean election truncated it), the answer carries
+//! `diverging_epoch` and the partition moves back to its end offset, logged
+//! as a warning ([`on_diverging`], pure), instead of applying the reset
+//! policy. An answer without a usable end offset applies the reset policy.
+//!
 //! Errors, by kind: a leader that moved (`NOT_LEADER` with a hint updates
 //! the one partition; without, a metadata refresh), an epoch mismatch, an
 //! unreachable agent or an agent-side timeout are retried after a backoff
@@ -46,8 +55,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use ballast_proto::v1::{
-    ErrorCode, FetchPartition, FetchPartitionResult, FetchRequest, FetchResponse, LeaderHint,
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsResult,
+    EpochEndOffset, ErrorCode, FetchPartition, FetchPartitionResult, FetchRequest, FetchResponse,
+    LeaderHint, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsResult,
 };
 use ballast_record::{Batch, Header, MAX_BATCH_BYTES, RecordError, split_batches};
 use bytes::Bytes;
@@ -354,6 +363,9 @@ struct PartitionState {
     busy: bool,
     retry_at: Option<Instant>,
     high_watermark: Option<i64>,
+    /// Leader epoch of the last record handed out (or given with the
+    /// start offset); sent as `last_fetched_epoch`. `None`: unknown.
+    last_epoch: Option<i32>,
 }
 
 impl PartitionState {
@@ -365,7 +377,44 @@ impl PartitionState {
             busy: false,
             retry_at: None,
             high_watermark: None,
+            last_epoch: None,
         }
+    }
+}
+
+/// What a fetch answer's `diverging_epoch` means for a partition read at
+/// `fetch_offset` (KIP-320).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Divergence {
+    /// No divergence reported, or one that does not reach back before the
+    /// fetch offset: use the answer as usual.
+    None,
+    /// The log was truncated below the position: continue at `offset`,
+    /// the end of the last epoch both logs share, with `epoch` as the
+    /// last fetched epoch.
+    Truncated {
+        /// Where to continue.
+        offset: i64,
+        /// The shared epoch whose end that is.
+        epoch: i32,
+    },
+    /// Diverged, but the leader named no usable end offset: apply the
+    /// reset policy.
+    Reset,
+}
+
+/// Decides what a `diverging_epoch` in a fetch answer means (pure). Kafka's
+/// rule: only an end offset below the fetch offset is a truncation; a
+/// negative epoch or end offset means the leader has no common history.
+pub fn on_diverging(fetch_offset: i64, diverging: Option<&EpochEndOffset>) -> Divergence {
+    match diverging {
+        None => Divergence::None,
+        Some(d) if d.epoch < 0 || d.end_offset < 0 => Divergence::Reset,
+        Some(d) if d.end_offset < fetch_offset => Divergence::Truncated {
+            offset: d.end_offset,
+            epoch: d.epoch,
+        },
+        Some(_) => Divergence::None,
     }
 }
 
@@ -449,6 +498,17 @@ impl Consumer {
         })
     }
 
+    /// The settings this consumer was made with.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// The metadata cache (shared with the consumer's tasks), for the group
+    /// member built on this consumer.
+    pub(crate) fn metadata_handle(&self) -> Metadata {
+        self.metadata.clone()
+    }
+
     /// The topic's partition count, waiting up to `metadata_timeout` for it
     /// to appear in metadata.
     pub async fn partitions_for(&self, topic: &str) -> Result<i32, ConsumeError> {
@@ -479,9 +539,50 @@ impl Consumer {
         }
     }
 
+    /// Assigns one partition (or moves it, if assigned) to start at
+    /// `offset`, remembering `leader_epoch` as the epoch of the record
+    /// before it: how a group member resumes at a committed offset. The
+    /// first fetch then carries that epoch so a log truncated since the
+    /// commit is detected (see the module documentation); `None` skips the
+    /// check. Records fetched for an old position are dropped.
+    pub fn assign_at(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        leader_epoch: Option<i32>,
+    ) {
+        self.assign(topic, [(partition, StartPosition::Offset(offset))]);
+        if let Some(state) = self
+            .partitions
+            .get_mut(&TopicPartition::new(topic, partition))
+        {
+            state.last_epoch = leader_epoch.filter(|e| *e >= 0);
+        }
+    }
+
     /// Drops every partition of `topic` from the assignment.
     pub fn unassign(&mut self, topic: &str) {
         self.partitions.retain(|tp, _| tp.topic != topic);
+    }
+
+    /// Drops these partitions from the assignment, with anything fetched
+    /// for them and not handed out; others are kept. A fetch in flight for
+    /// them is ignored when it comes back.
+    pub fn unassign_partitions(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            self.partitions.remove(tp);
+        }
+    }
+
+    /// The leader epoch of the last record handed out for the partition
+    /// (or the one given to [`Consumer::assign_at`]); `None` when unknown
+    /// or not assigned. With [`Consumer::position`] it is what a group
+    /// member commits.
+    pub fn last_epoch(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.partitions
+            .get(&TopicPartition::new(topic, partition))?
+            .last_epoch
     }
 
     /// The assigned partitions.
@@ -733,7 +834,7 @@ impl Consumer {
                     partition: tp.partition,
                     fetch_offset: offset,
                     current_leader_epoch: epoch,
-                    last_fetched_epoch: -1,
+                    last_fetched_epoch: state.last_epoch.unwrap_or(-1),
                     partition_max_bytes: self.config.partition_max_bytes,
                 });
                 requested.push((tp, offset));
@@ -924,6 +1025,41 @@ impl Consumer {
             state.high_watermark = Some(r.high_watermark);
         }
         match ErrorCode::try_from(r.error) {
+            Ok(ErrorCode::None) if r.diverging_epoch.is_some() => {
+                match on_diverging(offset, r.diverging_epoch.as_ref()) {
+                    Divergence::Truncated { offset: to, epoch } => {
+                        tracing::warn!(
+                            topic = %tp.topic,
+                            partition = tp.partition,
+                            position = offset,
+                            last_fetched_epoch = ?state.last_epoch,
+                            diverging_epoch = epoch,
+                            truncate_to = to,
+                            "log truncation detected: the leader's log no longer holds the records before the position; continuing at the end of the shared epoch"
+                        );
+                        state.retry_at = None;
+                        state.position = Position::At(to);
+                        state.last_epoch = Some(epoch);
+                    }
+                    Divergence::Reset => {
+                        tracing::warn!(
+                            topic = %tp.topic,
+                            partition = tp.partition,
+                            position = offset,
+                            last_fetched_epoch = ?state.last_epoch,
+                            "log truncation detected without a shared epoch; applying the offset reset policy"
+                        );
+                        state.last_epoch = None;
+                        self.reset_position(tp, offset, &r);
+                    }
+                    Divergence::None => {
+                        // Not below the position: nothing was lost. Fetch
+                        // again without the stale epoch.
+                        state.retry_at = None;
+                        state.last_epoch = r.diverging_epoch.as_ref().map(|d| d.epoch);
+                    }
+                }
+            }
             Ok(ErrorCode::None) => {
                 let bytes = Bytes::from(r.records);
                 match decode_fetched(&tp.topic, tp.partition, offset, bytes) {
@@ -947,22 +1083,7 @@ impl Consumer {
                     ),
                 }
             }
-            Ok(ErrorCode::OffsetOutOfRange) => match self.config.auto_offset_reset {
-                OffsetReset::Earliest => {
-                    state.position = Position::Lookup(StartPosition::Earliest);
-                }
-                OffsetReset::Latest => state.position = Position::Lookup(StartPosition::Latest),
-                OffsetReset::Error => self.stop(
-                    tp,
-                    ConsumeError::OffsetOutOfRange {
-                        topic: tp.topic.clone(),
-                        partition: tp.partition,
-                        offset,
-                        log_start_offset: r.log_start_offset,
-                        log_end_offset: r.log_end_offset,
-                    },
-                ),
-            },
+            Ok(ErrorCode::OffsetOutOfRange) => self.reset_position(tp, offset, &r),
             Ok(
                 code @ (ErrorCode::NotLeader
                 | ErrorCode::UnknownTopicOrPartition
@@ -981,6 +1102,30 @@ impl Consumer {
                     code: r.error,
                     message: r.error_message,
                     address: address.to_owned(),
+                },
+            ),
+        }
+    }
+
+    /// Applies [`ConsumerConfig::auto_offset_reset`] to a partition whose
+    /// position `offset` is outside the log (or diverged without a shared
+    /// epoch).
+    fn reset_position(&mut self, tp: &TopicPartition, offset: i64, r: &FetchPartitionResult) {
+        let Some(state) = self.partitions.get_mut(tp) else {
+            return;
+        };
+        state.last_epoch = None;
+        match self.config.auto_offset_reset {
+            OffsetReset::Earliest => state.position = Position::Lookup(StartPosition::Earliest),
+            OffsetReset::Latest => state.position = Position::Lookup(StartPosition::Latest),
+            OffsetReset::Error => self.stop(
+                tp,
+                ConsumeError::OffsetOutOfRange {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset,
+                    log_start_offset: r.log_start_offset,
+                    log_end_offset: r.log_end_offset,
                 },
             ),
         }
@@ -1042,6 +1187,7 @@ fn reposition(state: &mut PartitionState, start: StartPosition) {
     state.position = initial(start);
     state.buffer.clear();
     state.retry_at = None;
+    state.last_epoch = None;
 }
 
 /// Moves buffered records of one partition into `out`, up to `limit` in
@@ -1052,6 +1198,7 @@ fn take_from(state: &mut PartitionState, out: &mut Vec<ConsumerRecord>, limit: u
             break;
         };
         state.position = Position::At(r.offset + 1);
+        state.last_epoch = Some(r.leader_epoch);
         out.push(r);
         if state.buffer.is_empty() {
             state.position = Position::At(state.buffer_next);
@@ -1202,6 +1349,130 @@ mod tests {
         );
         reposition(&mut s, StartPosition::Latest);
         assert_eq!(s.position, Position::Lookup(StartPosition::Latest));
+    }
+
+    #[test]
+    fn handed_out_records_set_the_last_epoch() {
+        let mut s = PartitionState::new(StartPosition::Offset(10));
+        assert_eq!(s.last_epoch, None);
+        let f = decode_fetched("t", 0, 10, Bytes::from(batch(10, &["a", "b"]))).unwrap();
+        s.buffer = f.records.into();
+        s.buffer_next = 12;
+        let mut out = Vec::new();
+        take_from(&mut s, &mut out, 1);
+        assert_eq!(s.last_epoch, Some(3), "the batch's leader epoch");
+        reposition(&mut s, StartPosition::Offset(0));
+        assert_eq!(s.last_epoch, None, "a seek forgets the epoch");
+    }
+
+    #[test]
+    fn diverging_epochs() {
+        let d = |epoch, end_offset| EpochEndOffset { epoch, end_offset };
+        assert_eq!(on_diverging(50, None), Divergence::None);
+        assert_eq!(
+            on_diverging(50, Some(&d(4, 40))),
+            Divergence::Truncated {
+                offset: 40,
+                epoch: 4
+            }
+        );
+        // Ends at or after the position: nothing the consumer read was lost.
+        assert_eq!(on_diverging(50, Some(&d(4, 50))), Divergence::None);
+        assert_eq!(on_diverging(50, Some(&d(4, 70))), Divergence::None);
+        // No shared history: the reset policy decides.
+        assert_eq!(on_diverging(50, Some(&d(-1, -1))), Divergence::Reset);
+        assert_eq!(on_diverging(50, Some(&d(2, -1))), Divergence::Reset);
+    }
+
+    fn consumer_with(reset: OffsetReset) -> Consumer {
+        Consumer::connect(
+            vec!["a:1".into()],
+            ConsumerConfig {
+                auto_offset_reset: reset,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn answer(diverging: Option<EpochEndOffset>, records: Vec<u8>) -> FetchPartitionResult {
+        FetchPartitionResult {
+            topic: "t".into(),
+            partition: 0,
+            high_watermark: 100,
+            log_start_offset: 0,
+            log_end_offset: 100,
+            records,
+            diverging_epoch: diverging,
+            ..FetchPartitionResult::default()
+        }
+    }
+
+    #[test]
+    fn a_diverging_answer_moves_the_position_back_and_drops_its_records() {
+        let mut c = consumer_with(OffsetReset::Latest);
+        c.assign_at("t", 0, 50, Some(7));
+        assert_eq!(c.last_epoch("t", 0), Some(7));
+        let tp = TopicPartition::new("t", 0);
+        let now = Instant::now();
+        let diverging = Some(EpochEndOffset {
+            epoch: 5,
+            end_offset: 42,
+        });
+        c.on_fetched(
+            &tp,
+            50,
+            Some(answer(diverging, batch(50, &["x"]))),
+            1,
+            "a:1",
+            now,
+        );
+        assert_eq!(c.position("t", 0), Some(42));
+        assert_eq!(c.last_epoch("t", 0), Some(5));
+        assert!(
+            c.take_buffered().is_empty(),
+            "records of a diverged answer are dropped"
+        );
+
+        // Without a shared epoch: the reset policy, not the old position.
+        let diverging = Some(EpochEndOffset {
+            epoch: -1,
+            end_offset: -1,
+        });
+        c.on_fetched(&tp, 42, Some(answer(diverging, vec![])), 1, "a:1", now);
+        assert_eq!(c.position("t", 0), None, "looking up the latest offset");
+        assert_eq!(c.last_epoch("t", 0), None);
+
+        // The error policy stops the partition with OffsetOutOfRange.
+        let mut c = consumer_with(OffsetReset::Error);
+        c.assign_at("t", 0, 50, Some(7));
+        c.on_fetched(&tp, 50, Some(answer(diverging, vec![])), 1, "a:1", now);
+        assert!(matches!(
+            c.errors.pop_front(),
+            Some(ConsumeError::OffsetOutOfRange { offset: 50, .. })
+        ));
+    }
+
+    #[test]
+    fn assign_at_and_unassign_partitions() {
+        let mut c = consumer_with(OffsetReset::Latest);
+        c.assign(
+            "t",
+            [(0, StartPosition::Earliest), (1, StartPosition::Latest)],
+        );
+        c.assign_at("u", 2, 9, Some(-1));
+        assert_eq!(c.position("u", 2), Some(9));
+        assert_eq!(c.last_epoch("u", 2), None, "a negative epoch is unknown");
+        c.assign_at("u", 2, 11, Some(4));
+        assert_eq!(
+            (c.position("u", 2), c.last_epoch("u", 2)),
+            (Some(11), Some(4))
+        );
+        c.unassign_partitions(&[TopicPartition::new("t", 1), TopicPartition::new("x", 0)]);
+        assert_eq!(
+            c.assignment(),
+            [TopicPartition::new("t", 0), TopicPartition::new("u", 2)]
+        );
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!
 //! Three clients: [`AdminClient`] talks to the coordinators; [`Producer`]
 //! and [`Consumer`] talk to the agents' Data service, finding partition
-//! leaders through a [`metadata`] cache. Group membership for consumers
-//! arrives with the consumer-groups issue.
+//! leaders through a [`metadata`] cache. [`GroupConsumer`] is a consumer
+//! whose partitions a group coordinator assigns (the agents' Group
+//! service, see [`group`]); [`GroupAdmin`] lists, describes, deletes
+//! groups and resets their offsets.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ballast_client::ClientError> {
@@ -29,6 +31,8 @@ pub mod admin;
 mod connection;
 pub mod consumer;
 mod error;
+pub mod group;
+pub mod group_admin;
 pub mod metadata;
 pub mod partitioner;
 pub mod producer;
@@ -40,9 +44,17 @@ pub use ballast_proto::v1::ErrorCode;
 pub use ballast_record::Header;
 pub use connection::error_code_name;
 pub use consumer::{
-    ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartPosition,
+    ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, Divergence, OffsetReset, StartPosition,
 };
 pub use error::{Attempt, ClientError};
+pub use group::{
+    CommitEvent, Committed, GroupConfig, GroupConsumer, GroupError, NoopListener, OffsetCommit,
+    RebalanceEvent, RebalanceListener,
+};
+pub use group_admin::{
+    GroupAdmin, GroupAdminOptions, GroupDescription, GroupList, PartitionLag, PlannedReset,
+    ResetPlan, ResetSpec,
+};
 pub use metadata::{MetadataError, MetadataOptions};
 pub use producer::{
     Acks, DeliveryFuture, Keyless, ProduceError, Producer, ProducerConfig, ProducerRecord,

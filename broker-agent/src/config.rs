@@ -36,6 +36,8 @@ pub struct AgentConfig {
     /// Disk capacity reported at registration. `None`: the size of the file
     /// system holding the data directory (0 when it cannot be read).
     pub disk_capacity_bytes: Option<u64>,
+    /// Consumer-group limits (session timeout bounds, heartbeat interval).
+    pub group: ballast_group::GroupConfig,
 }
 
 impl AgentConfig {
@@ -49,6 +51,7 @@ impl AgentConfig {
             advertise: None,
             coordinators,
             disk_capacity_bytes: None,
+            group: ballast_group::GroupConfig::default(),
         }
     }
 
@@ -82,6 +85,22 @@ impl AgentConfig {
         }
         if let Some(advertise) = &self.advertise {
             check_host_port("advertise", advertise)?;
+        }
+        let g = &self.group;
+        if g.heartbeat_interval_ms == 0 {
+            return Err(bad(
+                "group-heartbeat-interval",
+                "must be at least 1ms".to_owned(),
+            ));
+        }
+        if g.min_session_timeout_ms == 0 || g.min_session_timeout_ms > g.max_session_timeout_ms {
+            return Err(bad(
+                "group-min-session-timeout",
+                format!(
+                    "must be at least 1ms and at most group-max-session-timeout ({} ms), got {} ms",
+                    g.max_session_timeout_ms, g.min_session_timeout_ms
+                ),
+            ));
         }
         Ok(())
     }

@@ -12,6 +12,8 @@
 //! leader hint (id, epoch, `client` address); each batch is checked before
 //! anything is written (CRC and structure → CORRUPT_MESSAGE, larger than
 //! `max.message.bytes` → RECORD_TOO_LARGE, compressed → INVALID_REQUEST);
+//! `__consumer_offsets` is refused with INVALID_TOPIC (only the group
+//! coordinator writes it);
 //! acks=all under `replication.mode=sync` with a committed ISR smaller
 //! than `min.insync.replicas` → NOT_ENOUGH_REPLICAS (nothing written);
 //! then the leader appends (and fsyncs first when the topic's flush policy
@@ -176,6 +178,9 @@ impl DataService {
         pp: ProducePartition,
         acks_all: bool,
     ) -> Result<(ProducePartitionResult, Option<oneshot::Receiver<AckResult>>), ReplicaError> {
+        if pp.topic == crate::group::OFFSETS_TOPIC {
+            return Err(ReplicaError::InvalidTopic(pp.topic));
+        }
         let p = self.lookup(&pp.topic, pp.partition)?;
         let max = p.settings().log.max_message_bytes;
         let wall = wall_clock_ms();
@@ -247,7 +252,12 @@ impl DataService {
                         this.manager.dispatch(&p, changes);
                         result
                     }
-                    None => p.serve_consumer_fetch(fp.fetch_offset, fp.current_leader_epoch, limit),
+                    None => p.serve_consumer_fetch(
+                        fp.fetch_offset,
+                        fp.current_leader_epoch,
+                        fp.last_fetched_epoch,
+                        limit,
+                    ),
                 };
                 match result {
                     Ok(mut d) => {

@@ -28,6 +28,7 @@ pub mod config;
 mod control;
 mod data;
 pub mod error;
+pub mod group;
 pub mod log;
 pub mod meta;
 pub mod metadata;
@@ -45,11 +46,13 @@ use std::sync::Arc;
 
 use ballast_proto::v1::agent_control_server::AgentControlServer;
 use ballast_proto::v1::data_server::DataServer;
+use ballast_proto::v1::group_server::GroupServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use ballast_group::GroupConfig;
 pub use config::AgentConfig;
 
 /// Largest push (and GetState answer) the agent accepts: 256 MiB, room for
@@ -60,6 +63,8 @@ pub use error::{AgentError, ERROR_REASON_KEY};
 
 use control::{ControlLoop, Identity};
 use data::DataService;
+use group::GroupCoordinator;
+use group::service::GroupService;
 use meta::DataDir;
 use replica::ReplicaManager;
 pub use replica::ReplicationConfig;
@@ -216,6 +221,7 @@ pub async fn start_with(
     replicas.open_existing(on_disk).await;
     state.set_replica_manager(Arc::clone(&replicas));
     replicas.start_background();
+    let groups = GroupCoordinator::start(Arc::clone(&replicas), config.group.clone());
 
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -231,6 +237,11 @@ pub async fn start_with(
                 // more, so that they are refused by name), fetch answers up
                 // to theirs plus one batch.
                 DataServer::new(DataService::new(Arc::clone(&replicas)))
+                    .max_decoding_message_size(data_message_bytes)
+                    .max_encoding_message_size(data_message_bytes),
+            )
+            .add_service(
+                GroupServer::new(GroupService::new(groups))
                     .max_decoding_message_size(data_message_bytes)
                     .max_encoding_message_size(data_message_bytes),
             )

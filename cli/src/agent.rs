@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ballast_broker_agent::{AgentConfig, ReplicationConfig};
+use ballast_broker_agent::{AgentConfig, GroupConfig, ReplicationConfig};
 use clap::{Args, ValueEnum};
 
 /// Log line format on stderr.
@@ -92,6 +92,20 @@ pub struct AgentArgs {
     /// (default 100ms).
     #[arg(long, value_parser = humantime::parse_duration)]
     flush_check_interval: Option<Duration>,
+    /// Heartbeat interval given to consumer-group members (at most a third
+    /// of a member's session; default 5s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    group_heartbeat_interval: Option<Duration>,
+    /// Shortest session timeout a group member may ask for (default 1s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    group_min_session_timeout: Option<Duration>,
+    /// Longest session timeout a group member may ask for (default 30m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    group_max_session_timeout: Option<Duration>,
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl AgentArgs {
@@ -139,7 +153,23 @@ impl AgentArgs {
                 .filter(|a| !a.is_empty())
                 .collect(),
             disk_capacity_bytes: self.disk_capacity,
+            group: self.group(),
         }
+    }
+
+    /// Consumer-group limits: the defaults, with the flags given on top.
+    fn group(&self) -> GroupConfig {
+        let mut g = GroupConfig::default();
+        if let Some(d) = self.group_heartbeat_interval {
+            g.heartbeat_interval_ms = millis(d);
+        }
+        if let Some(d) = self.group_min_session_timeout {
+            g.min_session_timeout_ms = millis(d);
+        }
+        if let Some(d) = self.group_max_session_timeout {
+            g.max_session_timeout_ms = millis(d);
+        }
+        g
     }
 }
 

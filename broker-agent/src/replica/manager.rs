@@ -62,6 +62,8 @@ pub struct Indexed {
     pub addresses: HashMap<i32, String>,
     /// broker id -> broker epoch.
     pub broker_epochs: HashMap<i32, i64>,
+    /// topic -> partition count (highest partition id + 1).
+    pub partition_counts: HashMap<String, i32>,
 }
 
 impl MetadataView {
@@ -89,11 +91,17 @@ impl MetadataView {
             .iter()
             .map(|b| (b.broker_id, b.broker_epoch))
             .collect();
+        let mut partition_counts: HashMap<String, i32> = HashMap::new();
+        for l in &metadata.leaders {
+            let n = partition_counts.entry(l.topic.clone()).or_insert(0);
+            *n = (*n).max(l.partition.saturating_add(1));
+        }
         let indexed = Indexed {
             metadata,
             leaders,
             addresses,
             broker_epochs,
+            partition_counts,
         };
         *self.inner.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(indexed);
     }
@@ -137,6 +145,9 @@ pub struct ReplicaManager {
     fetchers: Mutex<HashMap<i32, FetcherHandle>>,
     background: Mutex<Option<JoinHandle<()>>>,
     cancel: CancellationToken,
+    /// Counts the pushes applied (roles in effect), for the group
+    /// coordinator to follow leadership of the offsets partitions.
+    applied: watch::Sender<u64>,
 }
 
 impl ReplicaManager {
@@ -169,6 +180,7 @@ impl ReplicaManager {
             fetchers: Mutex::new(HashMap::new()),
             background: Mutex::new(None),
             cancel,
+            applied: watch::Sender::new(0),
         })
     }
 
@@ -385,6 +397,22 @@ impl ReplicaManager {
             self.dispatch(&p, c);
         }
         self.update_fetchers();
+        self.applied.send_modify(|n| *n += 1);
+    }
+
+    /// Changes after every applied push (roles in effect).
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// The token that stops the agent's tasks.
+    pub(crate) fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The wall clock (ms since the epoch) and the monotonic one (ms).
+    pub(crate) fn clocks(&self) -> (i64, i64) {
+        (wall_clock_ms(), self.clock.now_ms())
     }
 
     /// Starts, feeds and stops the per-leader fetchers to match the roles.

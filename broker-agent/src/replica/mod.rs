@@ -275,6 +275,9 @@ pub enum ReplicaError {
     /// stale broker epoch.
     #[error("not a replica: {0}")]
     NotReplica(String),
+    /// A client write to an internal topic.
+    #[error("topic {0} is internal: only the group coordinator writes it")]
+    InvalidTopic(String),
 }
 
 impl ReplicaError {
@@ -295,6 +298,7 @@ impl ReplicaError {
             Self::Storage(_) => ErrorCode::StorageError,
             Self::RequestTooLarge { .. } => ErrorCode::RequestTooLarge,
             Self::NotReplica(_) => ErrorCode::NotReplica,
+            Self::InvalidTopic(_) => ErrorCode::InvalidTopic,
         }
     }
 }

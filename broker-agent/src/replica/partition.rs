@@ -368,6 +368,41 @@ impl Partition {
         }
     }
 
+    /// The leader epoch this agent leads at, or `None` when it follows or
+    /// the partition is closed.
+    pub fn leading_epoch(&self) -> Option<i32> {
+        let st = lock(&self.state);
+        match &st.role {
+            Role::Leader(l) if !st.closed => Some(l.leader_epoch()),
+            _ => None,
+        }
+    }
+
+    /// The leader's own log from `offset`, up to its log end (not the high
+    /// watermark): what a new group coordinator replays. Leader only.
+    /// Blocking.
+    pub fn read_local(&self, offset: i64, max_bytes: usize) -> Result<FetchData, ReplicaError> {
+        let log = read(&self.log);
+        let hw = {
+            let st = lock(&self.state);
+            if st.closed {
+                return Err(ReplicaError::UnknownTopicOrPartition);
+            }
+            if !matches!(st.role, Role::Leader(_)) {
+                return Err(st.not_leader());
+            }
+            st.high_watermark
+        };
+        let r = log.read(offset, max_bytes, None)?;
+        Ok(FetchData {
+            records: r.records,
+            high_watermark: hw,
+            log_start: r.log_start_offset,
+            log_end: r.log_end_offset,
+            diverging: None,
+        })
+    }
+
     /// The leader this agent follows (-1: none), or `None` when it leads.
     pub fn following(&self) -> Option<i32> {
         match lock(&self.state).role {
@@ -689,25 +724,54 @@ impl Partition {
     }
 
     /// A consumer fetch: batches from `fetch_offset` below the high
-    /// watermark, from the leader only. Blocking.
+    /// watermark, from the leader only. With `last_fetched_epoch` >= 0 (the
+    /// leader epoch of the last record the consumer consumed or committed,
+    /// KIP-320) a log that no longer holds that position in that epoch
+    /// (truncated by an unclean leader change) answers with `diverging`
+    /// instead of records: the consumer resumes at its end offset. Blocking.
     pub fn serve_consumer_fetch(
         &self,
         fetch_offset: i64,
         current_leader_epoch: i32,
+        last_fetched_epoch: i32,
         max_bytes: usize,
     ) -> Result<FetchData, ReplicaError> {
         let log = read(&self.log);
-        let hw = {
+        let (hw, epoch, epoch_start) = {
             let st = lock(&self.state);
             if st.closed {
                 return Err(ReplicaError::UnknownTopicOrPartition);
             }
             st.check_epoch(current_leader_epoch)?;
-            if !matches!(st.role, Role::Leader(_)) {
+            let Role::Leader(l) = &st.role else {
                 return Err(st.not_leader());
-            }
-            st.high_watermark
+            };
+            (st.high_watermark, l.leader_epoch(), l.epoch_start_offset())
         };
+        if last_fetched_epoch >= 0 && fetch_offset > log.log_start_offset() {
+            let eo = leader_end_offset_for_epoch(&log, epoch, epoch_start, last_fetched_epoch);
+            // The end offset is capped at the high watermark: a consumer
+            // only ever saw records below it.
+            let eo = EpochEndOffset {
+                epoch: eo.epoch,
+                end_offset: eo.end_offset.min(hw),
+            };
+            // An epoch the log has no record of (-1) says nothing.
+            if eo.end_offset >= 0 && eo.end_offset < fetch_offset {
+                debug!(
+                    partition = %self.key, fetch_offset, last_fetched_epoch,
+                    diverging_epoch = eo.epoch, end_offset = eo.end_offset,
+                    "consumer position diverges from the log"
+                );
+                return Ok(FetchData {
+                    records: Vec::new(),
+                    high_watermark: hw,
+                    log_start: log.log_start_offset(),
+                    log_end: log.log_end_offset(),
+                    diverging: Some(eo),
+                });
+            }
+        }
         let r = log.read(fetch_offset, max_bytes, Some(hw))?;
         Ok(FetchData {
             records: r.records,

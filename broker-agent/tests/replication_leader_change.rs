@@ -139,6 +139,88 @@ async fn unclean_leader_change_truncates_the_old_leaders_suffix_and_logs_converg
     Ok(())
 }
 
+/// KIP-320 for consumers: a consumer that consumed (and committed) the
+/// suffix an unclean election threw away fetches with the epoch of the
+/// last record it saw; the new leader answers with where that epoch ends
+/// in its log instead of records or OFFSET_OUT_OF_RANGE, so the consumer
+/// resumes there rather than at earliest or latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_past_an_unclean_truncation_learns_where_its_epoch_ends() -> Result<()> {
+    let mut c = cluster().await?;
+    let mut one = c.data(1).await?;
+    produce_ok(&mut one, T, -1, &["shared-1", "shared-2", "shared-3"]).await?;
+    converged(&c, 3).await?;
+    c.stop(2).await?;
+    c.stop(3).await?;
+    produce_ok(&mut one, T, 1, &["lost-1", "lost-2", "lost-3"]).await?;
+    // The ISR shrinks to the leader alone, so a consumer sees the suffix.
+    eventually("the suffix is visible to consumers", || async {
+        (c.high_watermark(1, T, 0)? == 6).then_some(())
+    })
+    .await?;
+    c.double.set_partition(T, 0, 2, &[2]);
+    c.double.push_all().await;
+    c.wait_for_role(1, T, 0).await?;
+    c.restart(2).await?;
+    c.restart(3).await?;
+    c.wait_for_role(2, T, 0).await?;
+    let mut two = c.data(2).await?;
+    assert_eq!(produce_ok(&mut two, T, 1, &["epoch-1"]).await?, 3);
+
+    let consumer_fetch = |offset: i64, last_epoch: i32| ballast_proto::v1::FetchRequest {
+        replica_id: -1,
+        broker_epoch: 0,
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        partitions: vec![ballast_proto::v1::FetchPartition {
+            topic: T.into(),
+            partition: 0,
+            fetch_offset: offset,
+            current_leader_epoch: -1,
+            last_fetched_epoch: last_epoch,
+            partition_max_bytes: 1 << 20,
+        }],
+    };
+    // Committed 6 after consuming "lost-3" at epoch 0: epoch 0 ends at 3 here.
+    let r = two
+        .fetch(consumer_fetch(6, 0))
+        .await?
+        .into_inner()
+        .results
+        .remove(0);
+    assert_eq!(r.error(), ErrorCode::None);
+    assert!(r.records.is_empty());
+    assert_eq!(
+        r.diverging_epoch.map(|d| (d.epoch, d.end_offset)),
+        Some((0, 3))
+    );
+    // A position inside what survived is served as usual.
+    let r = two
+        .fetch(consumer_fetch(2, 0))
+        .await?
+        .into_inner()
+        .results
+        .remove(0);
+    assert_eq!(r.error(), ErrorCode::None);
+    assert!(r.diverging_epoch.is_none());
+    assert!(!r.records.is_empty());
+    // Without an epoch the old behaviour stands: out of range.
+    eventually("the new record is committed", || async {
+        (c.high_watermark(2, T, 0)? == 4).then_some(())
+    })
+    .await?;
+    let r = two
+        .fetch(consumer_fetch(6, -1))
+        .await?
+        .into_inner()
+        .results
+        .remove(0);
+    assert_eq!(r.error(), ErrorCode::OffsetOutOfRange);
+    c.shutdown().await?;
+    Ok(())
+}
+
 /// The new leader has never written (empty log): the old leader's whole
 /// log diverges and goes, even before the new leader's first batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

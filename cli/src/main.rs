@@ -16,6 +16,8 @@ mod agent;
 mod assign;
 mod data;
 mod format;
+mod group_format;
+mod groups;
 mod server;
 mod table;
 
@@ -52,8 +54,12 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Produce one record per stdin line.
     Produce(data::ProduceArgs),
-    /// Print a topic's records, one per line.
+    /// Print a topic's records, one per line (alone, or as a member of a
+    /// consumer group with --group).
     Consume(data::ConsumeArgs),
+    /// Consumer groups: list, describe (with lag), delete, reset offsets.
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
 }
 
 /// Exit code for arguments clap refuses (clap's own convention).
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Produce(args) => data::produce(args),
         Command::Consume(args) => data::consume(args),
+        Command::Groups(cmd) => groups::run(cmd),
     };
     match result {
         Ok(out) => write_stdout(&out),

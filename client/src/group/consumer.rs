@@ -38,7 +38,9 @@ use super::{
 };
 use crate::accumulator::TopicPartition;
 use crate::connection::transport_retriable;
-use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartPosition};
+use crate::consumer::{
+    ConsumeError, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartPosition,
+};
 
 /// What the heartbeat task and the caller's side share.
 #[derive(Debug)]
@@ -242,12 +244,38 @@ impl GroupConsumer {
         &self.consumer
     }
 
+    /// Moves an owned partition's position to `offset` (the next record
+    /// handed out), with `leader_epoch` the epoch of the record before it
+    /// when known; what commits send from then on. Records fetched for the
+    /// old position are dropped.
+    pub fn seek(
+        &mut self,
+        partition: &TopicPartition,
+        offset: i64,
+        leader_epoch: Option<i32>,
+    ) -> Result<(), GroupError> {
+        if !self.assignment().contains(partition) {
+            return Err(GroupError::Consume(ConsumeError::NotAssigned {
+                topic: partition.topic.clone(),
+                partition: partition.partition,
+            }));
+        }
+        self.consumer
+            .assign_at(&partition.topic, partition.partition, offset, leader_epoch);
+        Ok(())
+    }
+
     /// Waits up to `timeout` for records of the owned partitions, applying
     /// assignment changes first (see the module documentation), and
     /// auto-commits when due. Returns at most `max_poll_records` records
     /// (empty when none came). Records are handed out only while the
     /// member's session is alive: after a session timeout without an
     /// answered heartbeat the partitions are given up as lost.
+    ///
+    /// Not cancel-safe during a rebalance: dropping the future while it
+    /// revokes may call [`RebalanceListener::on_revoked`] again for the same
+    /// partitions on the next call (or in `close`). Poll with a timeout
+    /// instead of cancelling it.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, GroupError> {
         self.check_open()?;
         self.start_heartbeat();

@@ -818,9 +818,17 @@ impl Term {
             partitions: self.config.offsets_partitions,
             replication_factor: rf,
             assignments: Vec::new(),
-            configs: [("cleanup.policy".to_string(), "compact".to_string())]
-                .into_iter()
-                .collect(),
+            // Committed offsets are acknowledged with acks=all; with three
+            // or more replicas, two must have them (any one agent can go).
+            configs: [
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                (
+                    "min.insync.replicas".to_string(),
+                    if rf >= 3 { "2" } else { "1" }.to_string(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
             request_id: "ballast-offsets-topic".into(),
             internal: true,
         };

@@ -390,7 +390,7 @@ impl GroupConsumer {
             } else {
                 self.listener.on_revoked(&event);
                 if self.config.auto_commit {
-                    let offsets = self.positions(&owned);
+                    let offsets = self.uncommitted(&owned);
                     if let Err(e) = self.commit_reporting(offsets).await {
                         result = Err(e);
                     }
@@ -495,7 +495,7 @@ impl GroupConsumer {
                         member_epoch: epoch,
                     });
                     if self.config.auto_commit {
-                        let offsets = self.positions(&revoke);
+                        let offsets = self.uncommitted(&revoke);
                         // A failed commit does not hold the release up:
                         // the coordinator is waiting for it.
                         let _ = self.commit_reporting(offsets).await;
@@ -586,13 +586,18 @@ impl GroupConsumer {
             .collect()
     }
 
-    async fn auto_commit(&mut self) {
-        self.next_auto_commit = Instant::now() + self.config.auto_commit_interval;
-        let offsets: Vec<OffsetCommit> = self
-            .positions(&self.assignment())
+    /// [`Self::positions`] without the partitions whose position is
+    /// already committed.
+    fn uncommitted(&self, partitions: &[TopicPartition]) -> Vec<OffsetCommit> {
+        self.positions(partitions)
             .into_iter()
             .filter(|o| self.last_committed.get(&o.partition) != Some(&o.offset))
-            .collect();
+            .collect()
+    }
+
+    async fn auto_commit(&mut self) {
+        self.next_auto_commit = Instant::now() + self.config.auto_commit_interval;
+        let offsets = self.uncommitted(&self.assignment());
         let _ = self.commit_reporting(offsets).await;
     }
 

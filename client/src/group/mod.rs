@@ -150,7 +150,7 @@ pub trait RebalanceListener: Send {
     }
 
     /// Partitions about to be released; with auto-commit their positions
-    /// are committed right after this returns.
+    /// (those not committed yet) are committed right after this returns.
     fn on_revoked(&mut self, event: &RebalanceEvent) {
         let _ = event;
     }

@@ -401,6 +401,15 @@ fn build(state: &ClusterState, q: &Queue, send: Send<'_>) -> (pb::ApplyRequest, 
     (request, update)
 }
 
+/// Whether a failed push says the agent could not be reached (rather than
+/// refused the push): then the next one probes the connection first.
+fn transport_failure(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+    )
+}
+
 async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
     let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{}", q.address)) {
         Ok(e) => e
@@ -414,6 +423,7 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
     let mut client = AgentControlClient::new(endpoint.connect_lazy())
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
+    let mut connected = false;
     let mut hosted: HashSet<Key> = HashSet::new();
     let mut version = 0u64;
     let mut backoff = Duration::from_millis(100);
@@ -438,6 +448,26 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
         if !t.is_fresh() {
             return;
         }
+        // Build nothing for an agent that cannot be reached: probe the
+        // connection first (after a failure, and before the first send).
+        if !connected {
+            drop(t);
+            match endpoint.connect().await {
+                Ok(channel) => {
+                    client = AgentControlClient::new(channel)
+                        .max_decoding_message_size(256 << 20)
+                        .max_encoding_message_size(256 << 20);
+                    connected = true;
+                }
+                Err(e) => {
+                    tracing::debug!(broker = q.broker_id, error = %e, "agent unreachable; not building a push");
+                    q.dirty().full = true;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            continue;
+        }
         let (full, keys) = {
             let mut d = q.dirty();
             d.brokers = false;
@@ -447,9 +477,43 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
             next_full = tokio::time::Instant::now() + full_sync_interval;
         }
         version += 1;
-        let (request, update) = {
+        let offsets_partitions = t.config().offsets_partitions;
+        let (request, update) = if full {
+            // A full sync lists every partition: build it from a snapshot
+            // (shared topic entries, one cheap clone under the lock) on a
+            // blocking thread, so neither the state lock nor a runtime
+            // worker is held while it is built.
+            let snapshot = {
+                let state = t.state();
+                ClusterState {
+                    brokers: state.brokers.clone(),
+                    topics: state.topics.clone(),
+                }
+            };
+            drop(t);
+            let q2 = Arc::clone(&q);
+            let built = tokio::task::spawn_blocking(move || {
+                build(
+                    &snapshot,
+                    &q2,
+                    Send {
+                        epoch,
+                        full: true,
+                        keys: &BTreeSet::new(),
+                        hosted: &HashSet::new(),
+                        version,
+                        offsets_partitions,
+                    },
+                )
+            })
+            .await;
+            match built {
+                Ok(b) => b,
+                Err(_) => return,
+            }
+        } else {
             let state = t.state();
-            build(
+            let built = build(
                 &state,
                 &q,
                 Send {
@@ -458,11 +522,16 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
                     keys: &keys,
                     hosted: &hosted,
                     version,
-                    offsets_partitions: t.config().offsets_partitions,
+                    offsets_partitions,
                 },
-            )
+            );
+            drop(state);
+            drop(t);
+            built
         };
-        drop(t);
+        if !term.upgrade().is_some_and(|t| t.is_fresh()) {
+            return;
+        }
         q.sent_version.store(version, Ordering::SeqCst);
         match client.apply(request).await {
             Ok(response) => {
@@ -490,6 +559,9 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
                 {
                     let mut d = q.dirty();
                     d.full = true;
+                }
+                if transport_failure(&status) {
+                    connected = false;
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

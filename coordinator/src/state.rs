@@ -9,6 +9,7 @@
 //! applies the result, so memory never runs ahead of the store.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use ballast_assignor::{BrokerMetadata, JavaRandom, PlacementRequest, StartIndex};
 use ballast_proto::v1::metadata::{BrokerRecord, PartitionChunk, TopicRecord, TopicState};
@@ -66,8 +67,10 @@ pub enum AdminError {
 pub struct ClusterState {
     /// Registered brokers by id, fenced ones included.
     pub brokers: BTreeMap<i32, BrokerRecord>,
-    /// Topics by name.
-    pub topics: BTreeMap<String, TopicEntry>,
+    /// Topics by name. Entries are shared and replaced whole on change, so
+    /// a snapshot of the map (for building a full push outside the state
+    /// lock) is one cheap clone.
+    pub topics: BTreeMap<String, Arc<TopicEntry>>,
 }
 
 /// What loading found besides the state: keys to clean up.
@@ -136,11 +139,11 @@ impl ClusterState {
             let partitions = vec![PartitionState::default(); record.partitions.max(0) as usize];
             state.topics.insert(
                 record.name.clone(),
-                TopicEntry {
+                Arc::new(TopicEntry {
                     record,
                     config,
                     partitions,
-                },
+                }),
             );
         }
         let mut filled: HashMap<String, usize> = HashMap::new();
@@ -149,7 +152,7 @@ impl ClusterState {
                 report.orphan_chunks.push(kv.key.clone());
                 continue;
             };
-            let Some(entry) = state.topics.get_mut(topic) else {
+            let Some(entry) = state.topics.get_mut(topic).map(Arc::make_mut) else {
                 report.orphan_chunks.push(kv.key.clone());
                 continue;
             };
@@ -386,7 +389,7 @@ impl ClusterState {
             self.validate_assignments(assignments, Some(rf as usize))?;
             assignments.to_vec()
         };
-        let mut next = entry.clone();
+        let mut next = TopicEntry::clone(entry);
         next.partitions
             .extend(new_replicas.into_iter().map(PartitionState::new));
         next.record.partitions = total;
@@ -439,7 +442,7 @@ impl ClusterState {
             };
             let e = touched
                 .entry(topic.clone())
-                .or_insert_with(|| entry.clone());
+                .or_insert_with(|| TopicEntry::clone(entry));
             if let Some(slot) = e.partitions.get_mut(*p as usize) {
                 *slot = s.clone();
             }
@@ -555,7 +558,9 @@ mod tests {
         assert_eq!(entry.record.chunks, 3);
         assert_eq!(plan.prepare.len(), 3);
         let mut after = s.clone();
-        after.topics.insert("orders".into(), entry.clone());
+        after
+            .topics
+            .insert("orders".into(), Arc::new(entry.clone()));
         assert_eq!(round_trip(&keys, &[&plan], &s), after);
     }
 
@@ -591,7 +596,7 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-        s.topics.insert("a.b".into(), e);
+        s.topics.insert("a.b".into(), Arc::new(e));
         assert_eq!(
             err(&s, create("a.b", 1, 1)),
             Some("Topic 'a.b' already exists.".into())
@@ -668,7 +673,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let mut s = s0.clone();
-        s.topics.insert("t".into(), e);
+        s.topics.insert("t".into(), Arc::new(e));
         let (grown, p2) = s
             .plan_add_partitions(&keys, "t", 1003, &[], &mut rng)
             .unwrap();
@@ -680,7 +685,7 @@ mod tests {
                 .all(|p| p.replicas.len() == 2)
         );
         let mut expect = s.clone();
-        expect.topics.insert("t".into(), grown);
+        expect.topics.insert("t".into(), Arc::new(grown));
         assert_eq!(round_trip(&keys, &[&p1, &p2], &s0), expect);
         assert!(
             s.plan_add_partitions(&keys, "t", 999, &[], &mut rng)

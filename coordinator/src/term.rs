@@ -376,7 +376,7 @@ impl Term {
                 .state()
                 .topics
                 .get(&req.name)
-                .cloned()
+                .map(|t| TopicEntry::clone(t))
                 .ok_or_else(|| ServiceError::Internal("topic vanished".into()));
         };
         if validate_only {
@@ -394,7 +394,9 @@ impl Term {
         let changed: Vec<(String, i32)> = (0..entry.partitions.len() as i32)
             .map(|p| (topic.clone(), p))
             .collect();
-        self.state().topics.insert(topic.clone(), entry.clone());
+        self.state()
+            .topics
+            .insert(topic.clone(), Arc::new(entry.clone()));
         tracing::info!(%topic, partitions = entry.partitions.len(), "topic created");
         self.pushers.notify(&changed);
         Ok(entry)
@@ -443,7 +445,9 @@ impl Term {
         let changed: Vec<(String, i32)> = (before as i32..total)
             .map(|p| (name.to_owned(), p))
             .collect();
-        self.state().topics.insert(name.to_owned(), next.clone());
+        self.state()
+            .topics
+            .insert(name.to_owned(), Arc::new(next.clone()));
         self.pushers.notify(&changed);
         Ok(next)
     }
@@ -461,7 +465,7 @@ impl Term {
         {
             let mut state = self.state();
             for (name, entry) in touched {
-                state.topics.insert(name, entry);
+                state.topics.insert(name, Arc::new(entry));
             }
         }
         let keys: Vec<(String, i32)> = changes.into_keys().collect();
@@ -695,7 +699,7 @@ impl Term {
         {
             let mut state = self.state();
             for (name, entry) in touched {
-                state.topics.insert(name, entry);
+                state.topics.insert(name, Arc::new(entry));
             }
             state.brokers.insert(broker, record);
         }

@@ -528,9 +528,30 @@ async fn after_an_unclean_election_the_old_leader_truncates_and_replicas_converg
         }
     };
     produce(vec![agents[&1].address().to_owned()], "shared", 20).await;
-    eventually("both replicas in sync", WAIT, || async {
-        let p = partition0(&addrs).await;
-        (p.isr.len() == 2).then_some(())
+    // Both replicas hold all 20: the high watermark (the end of what every
+    // ISR member has) reaches 20 with the ISR still [1, 2].
+    let leader = agents[&1].address().to_owned();
+    eventually("both replicas in sync", WAIT, || {
+        let leader = leader.clone();
+        let addrs = addrs.clone();
+        async move {
+            let mut data = DataClient::new(channel(&leader));
+            let r = data
+                .list_offsets(pb::ListOffsetsRequest {
+                    partitions: vec![pb::ListOffsetsPartition {
+                        topic: TOPIC.into(),
+                        partition: 0,
+                        timestamp: -1,
+                        current_leader_epoch: -1,
+                    }],
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let hw = r.results.first()?.offset;
+            let p = partition0(&addrs).await;
+            (hw == 20 && p.isr.len() == 2).then_some(())
+        }
     })
     .await;
     // Broker 2 dies; broker 1 goes on alone (ISR [1]) and writes a suffix
@@ -572,11 +593,12 @@ async fn after_an_unclean_election_the_old_leader_truncates_and_replicas_converg
     let mut consumer = Consumer::connect(bootstrap, ConsumerConfig::default()).unwrap();
     consumer.assign(TOPIC, [(0, StartPosition::Earliest)]);
     let mut got = Vec::new();
-    while got.len() < 25 {
+    let deadline = std::time::Instant::now() + WAIT;
+    while got.len() < 25 && std::time::Instant::now() < deadline {
         got.extend(consumer.poll(Duration::from_secs(5)).await.unwrap());
     }
     let vals = values(&got);
-    assert_eq!(vals.len(), 25);
+    assert_eq!(vals.len(), 25, "{vals:?}");
     assert!(vals[..20].iter().all(|v| v.starts_with("shared-")));
     assert!(vals[20..].iter().all(|v| v.starts_with("new-")));
     for a in agents.values_mut() {

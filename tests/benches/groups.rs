@@ -16,12 +16,13 @@
 //!   and 64 committers in flight, acks=all, RF 3 ([`commits`]).
 //!
 //! Knobs (environment): `BALLAST_BENCH_SCALE` (1.0; sizes, group count and
-//! commit time; 0.1 for a smoke run), `BALLAST_BENCH_RUNS` (10
+//! commit time; 0.1 for a smoke run), `BALLAST_BENCH_RUNS` (8
 //! repetitions per group size), `BALLAST_BENCH_INTERVAL_MS` (500: the
 //! agents' `--group-heartbeat-interval` for `rebalance`),
 //! `BALLAST_BENCH_MANY_INTERVAL_MS` (5000, for `many`),
 //! `BALLAST_BENCH_WINDOW_SECS` (20: the steady window of `many`),
 //! `BALLAST_BENCH_CHANNELS` (4 connections shared by the members),
+//! `BALLAST_BENCH_SIZES` (e.g. `1000`: the rebalance group sizes, unscaled),
 //! `BALLAST_BENCH_SEED` (42: member ids and start phases).
 //!
 //! Every process a scenario starts is stopped (and its temp dir removed)
@@ -61,6 +62,8 @@ pub(crate) struct Opts {
     /// How long each commit level runs (after a warm-up).
     pub(crate) commit_time: Duration,
     pub(crate) commit_concurrency: Vec<usize>,
+    /// Group sizes of the rebalance scenario, when given explicitly.
+    sizes: Option<Vec<usize>>,
     only: Vec<String>,
 }
 
@@ -79,7 +82,7 @@ impl Opts {
         ensure!(scale > 0.0, "BALLAST_BENCH_SCALE must be positive");
         let o = Opts {
             scale,
-            runs: env_or("BALLAST_BENCH_RUNS", 10)?,
+            runs: env_or("BALLAST_BENCH_RUNS", 8)?,
             interval: Duration::from_millis(env_or("BALLAST_BENCH_INTERVAL_MS", 500)?),
             many_interval: Duration::from_millis(env_or("BALLAST_BENCH_MANY_INTERVAL_MS", 5000)?),
             window: Duration::from_secs(env_or("BALLAST_BENCH_WINDOW_SECS", 20)?),
@@ -87,6 +90,15 @@ impl Opts {
             seed: env_or("BALLAST_BENCH_SEED", 42)?,
             commit_time: Duration::from_secs_f64((5.0 * scale).max(1.0)),
             commit_concurrency: vec![1, 16, 64],
+            sizes: match std::env::var("BALLAST_BENCH_SIZES") {
+                Ok(v) => Some(
+                    v.split(',')
+                        .map(|n| n.trim().parse::<usize>())
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| anyhow!("BALLAST_BENCH_SIZES={v:?}: sizes like 10,100"))?,
+                ),
+                Err(_) => None,
+            },
             // Flags cargo passes to every bench binary (`--bench`).
             only: std::env::args()
                 .skip(1)
@@ -119,6 +131,9 @@ impl Opts {
     /// Group sizes of the rebalance scenario: 10, 100, 1,000 scaled (at
     /// least 2 members, without repeats).
     pub(crate) fn group_sizes(&self) -> Vec<usize> {
+        if let Some(v) = &self.sizes {
+            return v.iter().map(|&n| n.max(2)).collect();
+        }
         let mut v: Vec<usize> = [10, 100, 1000]
             .iter()
             .map(|&n| self.scaled(n).max(2))

@@ -215,6 +215,16 @@ pub(crate) fn rss(pid: u32) -> Result<u64> {
     status_bytes(pid, "VmRSS:")
 }
 
+/// "VmRSS X MiB (anon Y MiB)" of a process: anonymous memory is the heap;
+/// the rest is mapped files (the binary, segment indexes).
+pub(crate) fn rss_line(pid: u32) -> Result<String> {
+    Ok(format!(
+        "VmRSS {:.1} MiB (RssAnon {:.1} MiB)",
+        mib(rss(pid)?),
+        mib(status_bytes(pid, "RssAnon:")?)
+    ))
+}
+
 /// Clock ticks per second of /proc/<pid>/stat times (`getconf CLK_TCK`,
 /// 100 when that cannot be run).
 pub(crate) fn clock_ticks() -> f64 {

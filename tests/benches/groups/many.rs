@@ -17,7 +17,9 @@ use ballast_proto::v1::{self as pb, ErrorCode};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::cluster::{Cluster, clients, clock_ticks, cpu_seconds, load_average, mib, rss};
+use crate::cluster::{
+    Cluster, clients, clock_ticks, cpu_seconds, load_average, rss, rss_line, status_bytes,
+};
 use crate::member::{self, Board, Counters, Env, MemberHandle, Spec};
 use crate::{Opts, fmt_num};
 
@@ -47,9 +49,11 @@ pub(crate) async fn bench_many(o: &Opts) -> Result<()> {
     // Let the agents finish hosting the topics before the baseline.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss0 = rss(pid)?;
+    let anon = |pid| status_bytes(pid, "RssAnon:");
+    let anon0 = anon(pid)?;
     println!(
-        "  coordinator: agent {coordinator_id} (pid {pid}); VmRSS before the groups {:.1} MiB; load {}",
-        mib(rss0),
+        "  coordinator: agent {coordinator_id} (pid {pid}); before the groups {}; load {}",
+        rss_line(pid)?,
         load_average()
     );
 
@@ -99,13 +103,14 @@ pub(crate) async fn bench_many(o: &Opts) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let joined = started.elapsed();
-    let rss1 = rss(pid)?;
+    let (rss1, anon1) = (rss(pid)?, anon(pid)?);
     println!(
-        "  {groups} joins ({SETUP_CONCURRENCY} in flight): {:.2} s = {} joins/s; VmRSS {:.1} MiB (+{:.0} bytes per group); {}",
+        "  {groups} joins ({SETUP_CONCURRENCY} in flight): {:.2} s = {} joins/s; {}: +{:.0} bytes per group (anon +{:.0}); {}",
         joined.as_secs_f64(),
         fmt_num(groups as f64 / joined.as_secs_f64()),
-        mib(rss1),
+        rss_line(pid)?,
         rss1.saturating_sub(rss0) as f64 / groups as f64,
+        anon1.saturating_sub(anon0) as f64 / groups as f64,
         env.counters.problems()
     );
 
@@ -149,14 +154,15 @@ pub(crate) async fn bench_many(o: &Opts) -> Result<()> {
     }
     while commits.join_next().await.is_some() {}
     let committed = started.elapsed();
-    let rss2 = rss(pid)?;
+    let (rss2, anon2) = (rss(pid)?, anon(pid)?);
     println!(
-        "  {groups} commits of {PARTITIONS} offsets ({SETUP_CONCURRENCY} in flight): {:.2} s = {} commits/s, {} refused; VmRSS {:.1} MiB (+{:.0} bytes per group since the joins)",
+        "  {groups} commits of {PARTITIONS} offsets ({SETUP_CONCURRENCY} in flight): {:.2} s = {} commits/s, {} refused; {}: +{:.0} bytes per group since the joins (anon +{:.0})",
         committed.as_secs_f64(),
         fmt_num(groups as f64 / committed.as_secs_f64()),
         refused.load(Ordering::Relaxed),
-        mib(rss2),
-        rss2.saturating_sub(rss1) as f64 / groups as f64
+        rss_line(pid)?,
+        rss2.saturating_sub(rss1) as f64 / groups as f64,
+        anon2.saturating_sub(anon1) as f64 / groups as f64
     );
 
     // Steady state: one interval to spread out, then the window.
@@ -178,7 +184,7 @@ pub(crate) async fn bench_many(o: &Opts) -> Result<()> {
         .map(|(&id, &p)| Ok((id, cpu_seconds(p, ticks)?)))
         .collect::<Result<_>>()?;
     let self1 = cpu_seconds(0, ticks)?;
-    let rss3 = rss(pid)?;
+    let (rss3, anon3) = (rss(pid)?, anon(pid)?);
     let per_1000 = |cpu: f64| cpu / beats.max(1) as f64 * 1000.0;
     println!(
         "  steady window {elapsed:.1} s: {beats} heartbeats answered = {} /s (expected {} /s); {} new problems; load {}",
@@ -206,9 +212,10 @@ pub(crate) async fn bench_many(o: &Opts) -> Result<()> {
         per_1000(self1 - self0)
     );
     println!(
-        "  VmRSS of the coordinating agent after the window {:.1} MiB: {:.0} bytes per group over the baseline ({})",
-        mib(rss3),
+        "  coordinating agent after the window: {}: {:.0} bytes per group over the baseline (anon {:.0}); {}",
+        rss_line(pid)?,
         rss3.saturating_sub(rss0) as f64 / groups as f64,
+        anon3.saturating_sub(anon0) as f64 / groups as f64,
         env.counters.problems()
     );
     // Not a clean leave: 10,000 leaves are 10,000 writes, and the cluster

@@ -36,6 +36,8 @@ pub(crate) struct View {
     pub(crate) owned: Vec<i32>,
     /// When `epoch` or `owned` last changed (answer received).
     pub(crate) changed_at: Instant,
+    /// The first answer since [`Board::reset_seen`].
+    pub(crate) seen_at: Option<Instant>,
 }
 
 /// Every member's latest [`View`], by member id.
@@ -50,13 +52,16 @@ impl Board {
     }
 
     fn update(&self, member: &str, epoch: i32, owned: &[i32]) {
+        let now = Instant::now();
         let mut views = self.lock();
         match views.get_mut(member) {
-            Some(v) if v.epoch == epoch && v.owned == owned => {}
             Some(v) => {
-                v.epoch = epoch;
-                v.owned = owned.to_vec();
-                v.changed_at = Instant::now();
+                if v.epoch != epoch || v.owned != owned {
+                    v.epoch = epoch;
+                    v.owned = owned.to_vec();
+                    v.changed_at = now;
+                }
+                v.seen_at.get_or_insert(now);
             }
             None => {
                 views.insert(
@@ -64,10 +69,19 @@ impl Board {
                     View {
                         epoch,
                         owned: owned.to_vec(),
-                        changed_at: Instant::now(),
+                        changed_at: now,
+                        seen_at: Some(now),
                     },
                 );
             }
+        }
+    }
+
+    /// Forgets every member's first answer, so that `seen_at` tells who
+    /// has been answered since now.
+    pub(crate) fn reset_seen(&self) {
+        for v in self.lock().values_mut() {
+            v.seen_at = None;
         }
     }
 

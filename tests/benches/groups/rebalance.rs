@@ -157,6 +157,18 @@ async fn check_describe(
     bail!("DescribeGroup {group} disagrees with what the members see: {last}")
 }
 
+/// How long after `since` the last of the `expected` members got its
+/// first answer (the heartbeat round in which everyone heard of the
+/// change).
+fn round_done(board: &Board, expected: &BTreeMap<String, Vec<i32>>, since: Instant) -> Duration {
+    let views = board.lock();
+    expected
+        .keys()
+        .filter_map(|id| views.get(id).and_then(|v| v.seen_at))
+        .max()
+        .map_or(Duration::ZERO, |t| t.saturating_duration_since(since))
+}
+
 /// One group size's results.
 #[derive(Debug, Default)]
 struct SizeResult {
@@ -232,7 +244,7 @@ async fn run_size(cluster: &Cluster, o: &Opts, n: usize, rng: &mut Rng) -> Resul
         .max_decoding_message_size(64 << 20);
     check_describe(&mut describe, &group, &base, epoch).await?;
     println!(
-        "  {n} members (group {group}, {partitions} partitions, coordinator: agent {coordinator_id}): {n} members starting within one interval settled at epoch {epoch} after {:.2} s (agent CPU {:.2} s); load {}",
+        "  {n} members (group {group}, {partitions} partitions, coordinator: agent {coordinator_id}, pid {coordinator_pid}): {n} members starting within one interval settled at epoch {epoch} after {:.2} s (agent CPU {:.2} s); load {}",
         at.duration_since(started).as_secs_f64(),
         cpu_seconds(coordinator_pid, ticks)? - cpu0,
         load_average()
@@ -253,6 +265,7 @@ async fn run_size(cluster: &Cluster, o: &Opts, n: usize, rng: &mut Rng) -> Resul
             .iter()
             .filter(|(id, share)| base.get(*id).is_some_and(|b| b != *share))
             .count();
+        env.board.reset_seen();
         let joined = Instant::now();
         let joiner = member::spawn(
             pool[run % pool.len()].clone(),
@@ -262,23 +275,28 @@ async fn run_size(cluster: &Cluster, o: &Opts, n: usize, rng: &mut Rng) -> Resul
         );
         let (e, at) = wait_settled(&env.board, &expected, epoch + 1, "after a join").await?;
         let join_latency = at.saturating_duration_since(joined);
+        let join_round = round_done(&env.board, &expected, joined);
         let join_beats = env.counters.ok() - ok0;
         check_describe(&mut describe, &group, &expected, e).await?;
         epoch = e;
 
+        env.board.reset_seen();
         let left = Instant::now();
         joiner.signal_leave();
         let (e, at) = wait_settled(&env.board, &base, epoch + 1, "after a leave").await?;
         let leave_latency = at.saturating_duration_since(left);
+        let leave_round = round_done(&env.board, &base, left);
         check_describe(&mut describe, &group, &base, e).await?;
         epoch = e;
         joiner.leave().await;
         let cpu = cpu_seconds(coordinator_pid, ticks)? - cpu0;
         println!(
-            "  {n} members, run {run}: join settled in {} ({} beyond the interval; {moved} members' shares moved, {join_beats} heartbeats), leave settled in {}; epoch {epoch}; agent CPU {cpu:.2} s for both; {} new problems",
+            "  {n} members, run {run}: join settled in {} ({} beyond the interval; every member answered once by {}; {moved} members' shares moved, {join_beats} heartbeats), leave settled in {} (all answered by {}); epoch {epoch}; agent CPU {cpu:.2} s for both; {} new problems",
             fmt_ms(join_latency),
             fmt_ms(join_latency.saturating_sub(o.interval)),
+            fmt_ms(join_round),
             fmt_ms(leave_latency),
+            fmt_ms(leave_round),
             env.counters.problem_count() - problems,
         );
         result.join.push(join_latency);

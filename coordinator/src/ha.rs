@@ -167,15 +167,10 @@ impl Coordinator {
         let lease = store.lease_grant(cfg.lease_ttl).await?;
         self.shared.set_lease(Some(lease.id));
         let health = LeaseHealth::new(granted_at, cfg.renew_deadline);
-        let keepalive = tokio::spawn(keep_alive(
-            store.clone(),
-            lease.id,
-            health.clone(),
-            cfg.lease_ttl,
-        ));
+        let stop_renewals = spawn_renewals(store.clone(), lease.id, health.clone(), cfg.lease_ttl);
         let result = self.lead(name, lease.id, &health).await;
         health.mark_lost();
-        keepalive.abort();
+        let _ = stop_renewals.send(());
         if let Role::Active(term) = self.role() {
             term.pushers.stop_all();
         }
@@ -265,6 +260,56 @@ impl Shared {
     fn current_lease(&self) -> Option<i64> {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Renews the lease on a thread of its own with its own single-threaded
+/// runtime and (for etcd) its own connection, so that the renew deadline
+/// measures this process's ability to reach the store, not the queue of
+/// the main runtime (which builds pushes and serves requests). Sending on
+/// (or dropping) the returned channel stops it.
+fn spawn_renewals(
+    store: Arc<dyn MetadataStore>,
+    lease: i64,
+    health: Arc<LeaseHealth>,
+    ttl: Duration,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("lease-renewal".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the lease renewal runtime");
+                    health.mark_lost();
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let renew = async {
+                    let own = match store.renewal_connection().await {
+                        Ok(Some(s)) => s,
+                        Ok(None) => store,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no separate connection for lease renewals; sharing the main one");
+                            store
+                        }
+                    };
+                    keep_alive(own, lease, health, ttl).await;
+                };
+                tokio::select! {
+                    () = renew => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the lease renewal thread");
+    }
+    stop
 }
 
 async fn keep_alive(

@@ -544,6 +544,11 @@ impl MetadataStore for EtcdStore {
         })
     }
 
+    async fn renewal_connection(&self) -> StoreResult<Option<std::sync::Arc<dyn MetadataStore>>> {
+        let store = EtcdStore::connect(&self.endpoints, self.options.clone()).await?;
+        Ok(Some(std::sync::Arc::new(store)))
+    }
+
     async fn lease_keep_alive(&self, id: i64) -> StoreResult<Duration> {
         let ctx = ErrorContext {
             lease: id,

@@ -647,6 +647,16 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
     /// revoked. Call it at least every TTL / 3.
     async fn lease_keep_alive(&self, id: i64) -> StoreResult<Duration>;
 
+    /// A second connection to the same store, made on the calling runtime,
+    /// for lease renewals: the coordinator renews its leadership lease on a
+    /// dedicated thread with its own runtime, so that a busy main runtime
+    /// cannot make it miss its renew deadline. `None` (the default): this
+    /// store needs no connection of its own (an embedded store) and is used
+    /// as it is.
+    async fn renewal_connection(&self) -> StoreResult<Option<std::sync::Arc<dyn MetadataStore>>> {
+        Ok(None)
+    }
+
     /// Revokes a lease, deleting every key attached to it in one revision.
     async fn lease_revoke(&self, id: i64) -> StoreResult<()>;
 

@@ -9,6 +9,8 @@
 //! partition: the entry is dropped (leader -1 with a real epoch is an
 //! offline partition and is kept). Pure: no I/O.
 
+use std::collections::BTreeMap;
+
 use ballast_proto::v1::{ClusterMetadata, PartitionLeader};
 
 /// Updates `current` with the metadata of one push. A push without metadata
@@ -18,8 +20,19 @@ pub fn update(current: &mut ClusterMetadata, full: bool, pushed: Option<&Cluster
         return;
     };
     if full {
-        *current = pushed.clone();
-        current.leaders.retain(|l| !is_deleted(l));
+        // Sorted, one entry per partition (the last one pushed wins).
+        let leaders: BTreeMap<(&str, i32), &PartitionLeader> = pushed
+            .leaders
+            .iter()
+            .filter(|l| !is_deleted(l))
+            .map(|l| (leader_key(l), l))
+            .collect();
+        let leaders = leaders.into_values().cloned().collect();
+        *current = ClusterMetadata {
+            brokers: pushed.brokers.clone(),
+            leaders,
+            offsets_partitions: pushed.offsets_partitions,
+        };
         return;
     }
     for broker in &pushed.brokers {
@@ -33,28 +46,42 @@ pub fn update(current: &mut ClusterMetadata, full: bool, pushed: Option<&Cluster
         }
     }
     current.brokers.sort_by_key(|b| b.broker_id);
-    for leader in &pushed.leaders {
-        if is_deleted(leader) {
-            current
-                .leaders
-                .retain(|l| !(l.topic == leader.topic && l.partition == leader.partition));
-            continue;
+    if !pushed.leaders.is_empty() {
+        // One merge of two sorted lists (the last entry for a key in the
+        // push wins), not a search per pushed leader: a fencing delta
+        // carries thousands of leaders.
+        let updates: BTreeMap<(&str, i32), &PartitionLeader> =
+            pushed.leaders.iter().map(|l| (leader_key(l), l)).collect();
+        let old = std::mem::take(&mut current.leaders);
+        let mut merged = Vec::with_capacity(old.len() + updates.len());
+        let mut ups = updates.into_iter().peekable();
+        for l in old {
+            while let Some((k, u)) = ups.next_if(|(k, _)| *k < leader_key(&l)) {
+                let _ = k;
+                if !is_deleted(u) {
+                    merged.push(u.clone());
+                }
+            }
+            match ups.next_if(|(k, _)| *k == leader_key(&l)) {
+                Some((_, u)) => {
+                    if !is_deleted(u) {
+                        merged.push(u.clone());
+                    }
+                }
+                None => merged.push(l),
+            }
         }
-        match current
-            .leaders
-            .iter_mut()
-            .find(|l| l.topic == leader.topic && l.partition == leader.partition)
-        {
-            Some(slot) => *slot = leader.clone(),
-            None => current.leaders.push(leader.clone()),
-        }
+        merged.extend(ups.filter(|(_, u)| !is_deleted(u)).map(|(_, u)| u.clone()));
+        current.leaders = merged;
     }
-    current
-        .leaders
-        .sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     if pushed.offsets_partitions != 0 {
         current.offsets_partitions = pushed.offsets_partitions;
     }
+}
+
+/// The sort key of the leader list.
+fn leader_key(l: &PartitionLeader) -> (&str, i32) {
+    (l.topic.as_str(), l.partition)
 }
 
 /// The coordinator's mark for a deleted partition.
@@ -131,5 +158,36 @@ mod tests {
         };
         update(&mut m, true, Some(&replace));
         assert_eq!(m, replace);
+    }
+
+    /// The merge equals the obvious per-entry upsert/delete, sorted.
+    #[test]
+    fn delta_merge_equals_naive_upserts() {
+        use proptest::prelude::*;
+        let entry =
+            (0..3u8, 0..6i32, -1..3i32, -1..2i32).prop_map(|(t, p, l, e)| PartitionLeader {
+                topic: format!("t{t}"),
+                partition: p,
+                leader: l,
+                leader_epoch: e,
+            });
+        let lists = (
+            proptest::collection::vec(entry.clone(), 0..20),
+            proptest::collection::vec(entry, 0..20),
+        );
+        proptest!(|((start, delta) in lists)| {
+            let mut m = ClusterMetadata::default();
+            update(&mut m, true, Some(&ClusterMetadata { leaders: start, ..Default::default() }));
+            let mut naive = m.leaders.clone();
+            for l in &delta {
+                naive.retain(|x| !(x.topic == l.topic && x.partition == l.partition));
+                if !is_deleted(l) {
+                    naive.push(l.clone());
+                }
+            }
+            naive.sort_by(|a, b| leader_key(a).cmp(&leader_key(b)));
+            update(&mut m, false, Some(&ClusterMetadata { leaders: delta, ..Default::default() }));
+            prop_assert_eq!(m.leaders, naive);
+        });
     }
 }

@@ -176,7 +176,13 @@ pub(crate) async fn bench_many(o: &Opts) -> Result<()> {
         .collect::<Result<_>>()?;
     let self0 = cpu_seconds(0, ticks)?;
     let t0 = Instant::now();
-    tokio::time::sleep(window).await;
+    // RssAnon every fifth of the window: growth while nothing but
+    // heartbeats happens would be a leak or allocator fragmentation.
+    let mut samples = Vec::new();
+    for k in 1..=5u32 {
+        tokio::time::sleep_until((t0 + window * k / 5).into()).await;
+        samples.push(format!("{:.1}", anon(pid)? as f64 / (1024.0 * 1024.0)));
+    }
     let elapsed = t0.elapsed().as_secs_f64();
     let beats = env.counters.ok() - ok0;
     let cpu1: Vec<(i32, f64)> = pids
@@ -212,10 +218,11 @@ pub(crate) async fn bench_many(o: &Opts) -> Result<()> {
         per_1000(self1 - self0)
     );
     println!(
-        "  coordinating agent after the window: {}: {:.0} bytes per group over the baseline (anon {:.0}); {}",
+        "  coordinating agent after the window: {}: {:.0} bytes per group over the baseline (anon {:.0}); RssAnon during the window {} MiB; {}",
         rss_line(pid)?,
         rss3.saturating_sub(rss0) as f64 / groups as f64,
         anon3.saturating_sub(anon0) as f64 / groups as f64,
+        samples.join(" / "),
         env.counters.problems()
     );
     // Not a clean leave: 10,000 leaves are 10,000 writes, and the cluster

@@ -55,6 +55,11 @@ pub struct GroupConfig {
     pub default_rebalance_timeout_ms: u32,
     /// How often members heartbeat; at most a third of their session.
     pub heartbeat_interval_ms: u32,
+    /// How often a member heartbeats while it waits for partitions other
+    /// members still hold (UnreleasedPartitions): they are released within
+    /// one interval of the rebalance, and polling faster for them bounds
+    /// the second half of a rebalance by this instead of a full interval.
+    pub pending_heartbeat_interval_ms: u32,
     /// Most members in one group.
     pub max_group_size: usize,
     /// Longest commit metadata string (bytes).
@@ -69,6 +74,7 @@ impl Default for GroupConfig {
             default_session_timeout_ms: 45_000,
             default_rebalance_timeout_ms: 300_000,
             heartbeat_interval_ms: 5_000,
+            pending_heartbeat_interval_ms: 50,
             max_group_size: 100_000,
             max_metadata_bytes: 4_096,
         }
@@ -81,6 +87,17 @@ impl GroupConfig {
         self.heartbeat_interval_ms
             .min(session_timeout_ms / 3)
             .max(1)
+    }
+
+    /// The interval told to a member: short while it waits for partitions
+    /// others still hold.
+    pub fn interval_for(&self, member: &Member) -> u32 {
+        let normal = self.heartbeat_interval_for(member.session_timeout_ms);
+        if member.state == MemberState::UnreleasedPartitions {
+            normal.min(self.pending_heartbeat_interval_ms.max(1))
+        } else {
+            normal
+        }
     }
 }
 
@@ -136,23 +153,94 @@ fn check_group_id(group_id: &str) -> Result<(), GroupError> {
     Ok(())
 }
 
-/// A group's membership being changed by one request, compared with the
-/// applied group at the end to make the records.
+/// A group's membership being changed by one request: the applied group
+/// plus an overlay of the members this request changes (copy on write),
+/// compared with the applied group at the end to make the records. A
+/// heartbeat thus costs what its own member costs; only a rebalance (a new
+/// target for everyone) touches every member.
 struct Draft<'a> {
     group_id: &'a str,
+    shard: &'a Shard,
     old: Option<&'a Group>,
     metadata: GroupMetadata,
-    members: BTreeMap<String, Member>,
+    /// Member id -> new value (`None`: removed).
+    changed: BTreeMap<String, Option<Member>>,
 }
 
 impl<'a> Draft<'a> {
-    fn new(group_id: &'a str, old: Option<&'a Group>) -> Self {
+    fn new(group_id: &'a str, shard: &'a Shard) -> Self {
+        let old = shard.group(group_id);
         Draft {
             group_id,
+            shard,
             old,
             metadata: old.and_then(|g| g.metadata.clone()).unwrap_or_default(),
-            members: old.map(|g| g.members.clone()).unwrap_or_default(),
+            changed: BTreeMap::new(),
         }
+    }
+
+    fn member(&self, id: &str) -> Option<&Member> {
+        match self.changed.get(id) {
+            Some(m) => m.as_ref(),
+            None => self.old.and_then(|g| g.members.get(id)),
+        }
+    }
+
+    /// The member, copied into the overlay for changing.
+    fn member_mut(&mut self, id: &str) -> Option<&mut Member> {
+        if !self.changed.contains_key(id) {
+            let m = self.old.and_then(|g| g.members.get(id))?.clone();
+            self.changed.insert(id.to_owned(), Some(m));
+        }
+        self.changed.get_mut(id).and_then(Option::as_mut)
+    }
+
+    fn insert(&mut self, m: Member) {
+        self.changed.insert(m.member_id.clone(), Some(m));
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Member> {
+        let m = self.member(id).cloned();
+        self.changed.insert(id.to_owned(), None);
+        m
+    }
+
+    /// Every member after this request, ordered by id.
+    fn members(&self) -> Vec<&Member> {
+        let mut out: Vec<&Member> = self
+            .old
+            .map(|g| {
+                g.members
+                    .values()
+                    .filter(|m| !self.changed.contains_key(&m.member_id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.extend(self.changed.values().flatten());
+        out.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+        out
+    }
+
+    fn len(&self) -> usize {
+        let old = self.old.map_or(0, |g| g.members.len());
+        let added = self
+            .changed
+            .iter()
+            .filter(|(id, m)| m.is_some() && !self.old.is_some_and(|g| g.members.contains_key(*id)))
+            .count();
+        let removed = self
+            .changed
+            .iter()
+            .filter(|(id, m)| m.is_none() && self.old.is_some_and(|g| g.members.contains_key(*id)))
+            .count();
+        old + added - removed
+    }
+
+    fn find_instance(&self, instance_id: &str) -> Option<String> {
+        self.members()
+            .into_iter()
+            .find(|m| m.instance_id.as_deref() == Some(instance_id))
+            .map(|m| m.member_id.clone())
     }
 
     /// Bumps the group epoch when membership or a subscription changed, or
@@ -164,46 +252,67 @@ impl<'a> Draft<'a> {
         changed: bool,
         topics: &dyn TopicCounts,
     ) -> Result<(), GroupError> {
-        let subscription = subscription_metadata(self.members.values(), topics);
+        // The recorded metadata lists exactly the subscribed topics unless
+        // membership or a subscription changed (then it is recomputed).
+        let subscription = if changed {
+            subscription_metadata(self.members().into_iter(), topics)
+        } else {
+            self.metadata
+                .subscription_metadata
+                .keys()
+                .map(|t| (t.clone(), topics.partitions(t).unwrap_or(0).max(0)))
+                .collect()
+        };
         if changed || subscription != self.metadata.subscription_metadata {
             self.metadata.group_epoch += 1;
             self.metadata.subscription_metadata = subscription;
         }
         if self.metadata.group_epoch > self.metadata.assignment_epoch {
-            let targets = target_assignment(&self.metadata.subscription_metadata, &self.members)?;
-            for (m, target) in self.members.values_mut().zip(targets) {
-                m.target = target;
+            let (ids, targets) = {
+                let members = self.members();
+                let targets = target_assignment(&self.metadata.subscription_metadata, &members)?;
+                let ids: Vec<(String, bool)> = members
+                    .iter()
+                    .zip(&targets)
+                    .map(|(m, t)| (m.member_id.clone(), &m.target != t))
+                    .collect();
+                (ids, targets)
+            };
+            for ((id, differs), target) in ids.into_iter().zip(targets) {
+                if differs && let Some(m) = self.member_mut(&id) {
+                    m.target = target;
+                }
             }
             self.metadata.assignment_epoch = self.metadata.group_epoch;
         }
         Ok(())
     }
 
+    /// Whether a member other than `me` holds a partition after this
+    /// request: the overlay first, then the shard's holder index.
+    fn held_by_other(&self, me: &str, topic: &str, partition: i32) -> bool {
+        let in_overlay = self
+            .changed
+            .iter()
+            .any(|(id, m)| id != me && m.as_ref().is_some_and(|m| m.holds(topic, partition)));
+        in_overlay
+            || self
+                .shard
+                .holder(self.group_id, topic, partition)
+                .is_some_and(|h| h != me && !self.changed.contains_key(h))
+    }
+
     /// Reconciles one member towards its target.
     fn reconcile(&mut self, member_id: &str, owned: Option<&Assignment>) {
-        let Some(m) = self.members.get(member_id) else {
+        let Some(m) = self.member(member_id) else {
             return;
         };
-        let missing = m.target.difference(&m.assigned);
-        let holders: HashMap<(&str, i32), &str> = if missing.is_empty() {
-            HashMap::new()
-        } else {
-            self.members
-                .values()
-                .filter(|o| o.member_id != member_id)
-                .flat_map(|o| {
-                    o.assigned
-                        .iter()
-                        .chain(o.revoking.iter())
-                        .filter(|&(t, p)| missing.contains(t, p))
-                        .map(move |tp| (tp, o.member_id.as_str()))
-                })
-                .collect()
-        };
         let next = reconcile(m, self.metadata.assignment_epoch, owned, |t, p| {
-            holders.contains_key(&(t, p))
+            self.held_by_other(member_id, t, p)
         });
-        self.members.insert(member_id.to_owned(), next);
+        if Some(&next) != self.member(member_id) {
+            self.insert(next);
+        }
     }
 
     /// The records that turn the applied group into this draft.
@@ -216,23 +325,13 @@ impl<'a> Draft<'a> {
                 value: Some(self.metadata.clone()),
             });
         }
-        let empty = BTreeMap::new();
-        let old_members = self.old.map_or(&empty, |g| &g.members);
-        for id in old_members.keys() {
-            if !self.members.contains_key(id) {
+        for (id, m) in &self.changed {
+            let before = self.old.and_then(|g| g.members.get(id));
+            if before != m.as_ref() && (before.is_some() || m.is_some()) {
                 out.push(GroupRecord::Member {
                     group_id: self.group_id.to_owned(),
                     member_id: id.clone(),
-                    value: None,
-                });
-            }
-        }
-        for (id, m) in &self.members {
-            if old_members.get(id) != Some(m) {
-                out.push(GroupRecord::Member {
-                    group_id: self.group_id.to_owned(),
-                    member_id: id.clone(),
-                    value: Some(m.clone()),
+                    value: m.clone(),
                 });
             }
         }
@@ -260,7 +359,7 @@ fn subscription_metadata<'m>(
 /// subscribed topics.
 fn target_assignment(
     subscription: &BTreeMap<String, i32>,
-    members: &BTreeMap<String, Member>,
+    members: &[&Member],
 ) -> Result<Vec<Assignment>, GroupError> {
     let names: Vec<&str> = subscription.keys().map(String::as_str).collect();
     let counts: Vec<Option<u32>> = subscription
@@ -273,7 +372,7 @@ fn target_assignment(
         .map(|(i, &t)| (t, i as TopicId))
         .collect();
     let resolved: Vec<Vec<TopicId>> = members
-        .values()
+        .iter()
         .map(|m| {
             m.subscribed_topics
                 .iter()
@@ -282,7 +381,7 @@ fn target_assignment(
         })
         .collect();
     let subscribers: Vec<Subscriber<'_>> = members
-        .values()
+        .iter()
         .zip(&resolved)
         .map(|(m, topics)| Subscriber {
             member_id: &m.member_id,
@@ -343,7 +442,7 @@ impl Shard {
             error_message: String::new(),
             member_id: m.member_id.clone(),
             member_epoch: m.member_epoch,
-            heartbeat_interval_ms: config.heartbeat_interval_for(m.session_timeout_ms),
+            heartbeat_interval_ms: config.interval_for(m),
             assignment: m.assigned.to_proto(),
         };
         let left = |epoch: i32| GroupHeartbeatResponse {
@@ -428,7 +527,7 @@ impl Shard {
             }
         }
 
-        let mut draft = Draft::new(&req.group_id, old);
+        let mut draft = Draft::new(&req.group_id, self);
         let mut changed = false;
         if req.member_epoch == 0 {
             if subscribed.is_empty() {
@@ -437,22 +536,16 @@ impl Shard {
                 ));
             }
             let instance = (!req.instance_id.is_empty()).then(|| req.instance_id.clone());
-            let previous = instance.as_deref().and_then(|i| {
-                draft
-                    .members
-                    .values()
-                    .find(|m| m.instance_id.as_deref() == Some(i))
-                    .map(|m| m.member_id.clone())
-            });
+            let previous = instance.as_deref().and_then(|i| draft.find_instance(i));
             match previous {
                 // A static member back: takes the old place as it was.
                 Some(prev) if prev != req.member_id => {
-                    if let Some(mut m) = draft.members.remove(&prev) {
+                    if let Some(mut m) = draft.remove(&prev) {
                         m.member_id = req.member_id.clone();
-                        draft.members.insert(req.member_id.clone(), m);
+                        draft.insert(m);
                     }
                 }
-                _ => match draft.members.get_mut(&req.member_id) {
+                _ => match draft.member_mut(&req.member_id) {
                     // A member rejoining after being fenced: it released
                     // everything, so it starts from nothing.
                     Some(m) => {
@@ -462,26 +555,23 @@ impl Shard {
                         m.state = MemberState::Stable;
                     }
                     None => {
-                        if draft.members.len() >= config.max_group_size {
+                        if draft.len() >= config.max_group_size {
                             return Err(GroupError::GroupMaxSizeReached {
                                 group_id: req.group_id.clone(),
                                 max: config.max_group_size,
                             });
                         }
-                        draft.members.insert(
-                            req.member_id.clone(),
-                            Member {
-                                member_id: req.member_id.clone(),
-                                instance_id: instance.clone(),
-                                ..Member::default()
-                            },
-                        );
+                        draft.insert(Member {
+                            member_id: req.member_id.clone(),
+                            instance_id: instance.clone(),
+                            ..Member::default()
+                        });
                         changed = true;
                     }
                 },
             }
         }
-        let Some(m) = draft.members.get_mut(&req.member_id) else {
+        let Some(m) = draft.member_mut(&req.member_id) else {
             return Err(GroupError::UnknownMemberId {
                 group_id: req.group_id.clone(),
                 member_id: req.member_id.clone(),
@@ -498,7 +588,7 @@ impl Shard {
         let reported = (req.member_epoch > 0).then_some(&owned);
         draft.reconcile(&req.member_id, reported);
         let records = draft.records();
-        let Some(m) = draft.members.get(&req.member_id) else {
+        let Some(m) = draft.member(&req.member_id) else {
             return Err(GroupError::UnknownMemberId {
                 group_id: req.group_id.clone(),
                 member_id: req.member_id.clone(),
@@ -525,8 +615,8 @@ impl Shard {
                 response: (),
             });
         }
-        let mut draft = Draft::new(group_id, old);
-        draft.members.remove(member_id);
+        let mut draft = Draft::new(group_id, self);
+        draft.remove(member_id);
         draft.rebalance_if_needed(true, topics)?;
         Ok(Outcome {
             records: draft.records(),

@@ -226,6 +226,18 @@ fn a_partition_moves_only_after_its_owner_released_it() {
     assert!(b.owned.is_empty());
     let member_b = &c.shard.group("g").expect("g").members["b"];
     assert_eq!(member_b.state, MemberState::UnreleasedPartitions);
+    // While it waits it is told to heartbeat often; a member that must
+    // revoke first is not (it heartbeats as soon as it has released).
+    let waiting = c.heartbeat(&b.request("g")).expect("hb");
+    assert_eq!(
+        waiting.heartbeat_interval_ms,
+        c.config.pending_heartbeat_interval_ms
+    );
+    let settled = c.heartbeat(&a.request("g")).expect("hb");
+    assert_eq!(
+        settled.heartbeat_interval_ms,
+        c.config.heartbeat_interval_for(10_000)
+    );
     // a is told to keep only 0 and revoke 1 (without a new epoch yet).
     let before = a.epoch;
     a.beat(&mut c, "g").expect("hb");

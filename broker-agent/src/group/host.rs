@@ -6,7 +6,7 @@
 //! [`Shard`] — requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS — then
 //! serves. Dropped (and answering NOT_COORDINATOR) when leadership moves.
 //!
-//! A request runs on a blocking thread under the host's lock: the pure
+//! A request runs inline under the host's lock: the pure
 //! handler computes records and a response from the shard; the records
 //! are appended to the partition as one batch with acks=all; only then are
 //! they applied to the shard. The answer waits, without the lock, until
@@ -237,11 +237,11 @@ impl ShardHost {
         H: FnOnce(&Active, i64) -> Result<Outcome<R>, GroupError> + Send + 'static,
         A: FnOnce(&mut Active, &R, i64) + Send + 'static,
     {
-        let host = Arc::clone(self);
-        let planned = tokio::task::spawn_blocking(move || host.plan_and_append(handler, after))
-            .await
-            .map_err(|e| HostError::NotAvailable(format!("task failed: {e}")))??;
-        let (response, replicated, wait_for) = planned;
+        // Inline on the runtime worker: the handler takes microseconds
+        // (a rebalance of a 1,000-member group about 2 ms) and the append
+        // is a page-cache write, while a hop to a blocking thread cost
+        // more than the work itself (docs/BENCHMARKS.md, consumer groups).
+        let (response, replicated, wait_for) = self.plan_and_append(handler, after)?;
         if let Some(rx) = replicated {
             match tokio::time::timeout(REPLICATION_WAIT, rx).await {
                 Ok(Ok(Ok(()))) => {}

@@ -39,7 +39,8 @@ pub fn start_coordinator(etcd: &[String], cluster_id: &str) -> BallastProcess {
     start_coordinator_with(etcd, cluster_id, &[])
 }
 
-/// [`start_coordinator`] with extra flags (later flags win).
+/// [`start_coordinator`] with extra flags; a flag of [`FAST`] given in
+/// `extra` takes `extra`'s value.
 pub fn start_coordinator_with(etcd: &[String], cluster_id: &str, extra: &[&str]) -> BallastProcess {
     let endpoints = etcd.join(",");
     let mut args = vec![
@@ -51,7 +52,13 @@ pub fn start_coordinator_with(etcd: &[String], cluster_id: &str, extra: &[&str])
         "--cluster-id",
         cluster_id,
     ];
-    args.extend_from_slice(FAST);
+    // `extra` overrides FAST: the command refuses a flag given twice, so
+    // FAST's pair is left out when `extra` sets the same flag.
+    for pair in FAST.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            args.extend_from_slice(pair);
+        }
+    }
     args.extend_from_slice(extra);
     BallastProcess::start(&args, Duration::from_secs(20)).expect("coordinator starts")
 }

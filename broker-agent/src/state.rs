@@ -269,16 +269,8 @@ impl AgentState {
             }
         }
 
-        let results: Vec<(Action, std::io::Result<()>)> = blocking(move || {
-            actions
-                .into_iter()
-                .map(|a| {
-                    let r = partition_dir::execute(&root, &a);
-                    (a, r)
-                })
-                .collect()
-        })
-        .await?;
+        let results: Vec<(Action, std::io::Result<()>)> =
+            blocking(move || partition_dir::execute_all(&root, actions)).await?;
 
         let mut failures = Vec::new();
         let (hosted_now, metadata_now) = {

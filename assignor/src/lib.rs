@@ -1,5 +1,5 @@
 //! Ballast's pure algorithms: replica placement, range assignment, the group
-//! coordinator hash, leader choice and load figures.
+//! coordinator hash, leader choice, load figures and reassignment plans.
 //!
 //! Wherever Apache Kafka defines a result this crate gives exactly Kafka's
 //! answer, pinned by golden tests taken from Kafka's own test suites and by
@@ -14,6 +14,7 @@ pub mod java;
 pub mod leader;
 pub mod placement;
 pub mod range;
+pub mod reassign;
 
 pub use coordinator::{
     DEFAULT_OFFSETS_PARTITIONS, coordinator_partition, kafka_coordinator_partition,
@@ -32,3 +33,4 @@ pub use range::{
     IdAssignment, Member, RangeAssignment, Subscriber, TopicId, TopicPartitions, member_order,
     range_assign, range_assign_ids,
 };
+pub use reassign::{PartitionReplicas, PlanProblem, Proposal, propose_reassignment, validate_plan};

@@ -204,3 +204,65 @@ proptest! {
         }
     }
 }
+
+mod reassignment {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use ballast_assignor::{BrokerMetadata, PartitionReplicas, propose_reassignment};
+    use proptest::prelude::*;
+
+    fn case() -> impl Strategy<Value = (Vec<PartitionReplicas>, Vec<i32>)> {
+        // Brokers 0..8 hold the current replicas; the targets are a
+        // random non-empty subset of 0..10 (some new, some gone).
+        (1usize..4, proptest::collection::btree_set(0i32..10, 1..8))
+            .prop_flat_map(|(rf, targets)| {
+                let targets: Vec<i32> = targets.into_iter().collect();
+                let rf = rf.min(targets.len());
+                let partition =
+                    proptest::sample::subsequence((0..8).collect::<Vec<i32>>(), rf).prop_shuffle();
+                (proptest::collection::vec(partition, 1..30), Just(targets))
+            })
+            .prop_map(|(parts, targets)| {
+                let current = parts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, replicas)| PartitionReplicas {
+                        topic: format!("t{}", i % 3),
+                        partition: i as i32,
+                        replicas,
+                    })
+                    .collect();
+                (current, targets)
+            })
+    }
+
+    proptest! {
+        /// Same replica count, distinct target brokers, at most the lower
+        /// bound of moves, and exactly it whenever every broker ends at its
+        /// quota.
+        #[test]
+        fn proposals_are_valid_and_move_no_more_than_needed((current, targets) in case()) {
+            let brokers: Vec<BrokerMetadata> = targets.iter().map(|&id| BrokerMetadata { id, rack: None }).collect();
+            let prop = propose_reassignment(&current, &brokers).unwrap();
+            let target_set: BTreeSet<i32> = targets.iter().copied().collect();
+            let mut moves = 0;
+            for (before, after) in current.iter().zip(&prop.partitions) {
+                prop_assert_eq!(before.replicas.len(), after.replicas.len());
+                let distinct: BTreeSet<i32> = after.replicas.iter().copied().collect();
+                prop_assert_eq!(distinct.len(), after.replicas.len());
+                prop_assert!(distinct.is_subset(&target_set));
+                moves += after.replicas.iter().filter(|b| !before.replicas.contains(b)).count();
+            }
+            prop_assert_eq!(moves, prop.moves);
+            prop_assert!(prop.moves <= prop.lower_bound);
+            let total: usize = current.iter().map(|p| p.replicas.len()).sum();
+            let (base, extra) = (total / targets.len(), total % targets.len());
+            let loads: BTreeMap<i32, usize> = prop.loads.iter().map(|(&b, &(_, after))| (b, after)).collect();
+            let balanced = loads.values().all(|&l| l == base || l == base + 1)
+                && loads.values().filter(|&&l| l == base + 1).count() == extra;
+            if balanced {
+                prop_assert_eq!(prop.moves, prop.lower_bound);
+            }
+        }
+    }
+}

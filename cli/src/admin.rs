@@ -295,7 +295,7 @@ pub fn run(cmd: AdminCommand) -> Result<String> {
 
 /// Connects (lazily), runs `body` on a single-threaded runtime and waits
 /// for it.
-fn block_on<F, Fut>(connect: ConnectArgs, body: F) -> Result<String>
+pub(crate) fn block_on<F, Fut>(connect: ConnectArgs, body: F) -> Result<String>
 where
     F: FnOnce(AdminClient, Format) -> Fut,
     Fut: Future<Output = Result<String>>,

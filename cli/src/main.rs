@@ -18,6 +18,7 @@ mod data;
 mod format;
 mod group_format;
 mod groups;
+mod reassign;
 mod server;
 mod table;
 
@@ -60,6 +61,10 @@ enum Command {
     /// Consumer groups: list, describe (with lag), delete, reset offsets.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// Partition reassignment plans (Kafka's JSON): generate a minimal-move
+    /// proposal, validate a plan against the cluster.
+    #[command(subcommand)]
+    Reassign(reassign::ReassignCommand),
 }
 
 /// Exit code for arguments clap refuses (clap's own convention).
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => data::produce(args),
         Command::Consume(args) => data::consume(args),
         Command::Groups(cmd) => groups::run(cmd),
+        Command::Reassign(cmd) => reassign::run(cmd),
     };
     match result {
         Ok(out) => write_stdout(&out),

@@ -43,6 +43,8 @@ pub fn execute(root: &Path, action: &Action) -> io::Result<()> {
             write_record(root, record)
         }
         Action::Remove(key) => remove(root, key),
+        // Memory only (see `Action::Refresh`).
+        Action::Refresh(_) => Ok(()),
     }
 }
 

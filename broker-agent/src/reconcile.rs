@@ -70,8 +70,18 @@ impl Desired {
 pub enum Action {
     /// Create the directory and write `partition.json`.
     Create(PartitionRecord),
-    /// Rewrite `partition.json` (same topic id, newer or equal epochs).
+    /// Rewrite `partition.json` (same topic id, newer or equal epochs, and
+    /// new replicas or configs).
     Update(PartitionRecord),
+    /// Only the leader, the ISR or the epochs changed: taken in memory,
+    /// nothing written. `partition.json` keeps what a restart needs (topic
+    /// id, replicas, configs); the leader, ISR and epochs in it are those
+    /// of the last rewrite. Nothing reads them for roles or safety: a
+    /// restarted agent leads or follows only once a push says so, and
+    /// pushes built for its previous incarnation are refused by broker
+    /// epoch. Skipping the write keeps a fencing (thousands of leader
+    /// changes) off the disk.
+    Refresh(PartitionRecord),
     /// Remove the directory of the old topic id, then create this one.
     Recreate {
         /// Topic id being replaced.
@@ -87,7 +97,10 @@ impl Action {
     /// The partition acted on.
     pub fn key(&self) -> PartitionKey {
         match self {
-            Self::Create(r) | Self::Update(r) | Self::Recreate { record: r, .. } => r.key(),
+            Self::Create(r)
+            | Self::Update(r)
+            | Self::Refresh(r)
+            | Self::Recreate { record: r, .. } => r.key(),
             Self::Remove(k) => k.clone(),
         }
     }
@@ -158,6 +171,9 @@ pub fn plan(hosted: &BTreeMap<PartitionKey, PartitionRecord>, desired: &Desired)
                 got: wanted.epochs(),
             }),
             Some(have) if have == wanted => {}
+            Some(have) if have.replicas == wanted.replicas && have.configs == wanted.configs => {
+                out.actions.push(Action::Refresh(wanted.clone()));
+            }
             Some(_) => out.actions.push(Action::Update(wanted.clone())),
         }
     }
@@ -167,7 +183,10 @@ pub fn plan(hosted: &BTreeMap<PartitionKey, PartitionRecord>, desired: &Desired)
 /// Folds one executed action into the hosted map.
 pub fn apply(hosted: &mut BTreeMap<PartitionKey, PartitionRecord>, action: &Action) {
     match action {
-        Action::Create(r) | Action::Update(r) | Action::Recreate { record: r, .. } => {
+        Action::Create(r)
+        | Action::Update(r)
+        | Action::Refresh(r)
+        | Action::Recreate { record: r, .. } => {
             hosted.insert(r.key(), r.clone());
         }
         Action::Remove(k) => {
@@ -239,7 +258,7 @@ mod tests {
             p.actions,
             vec![
                 Action::Remove(key("a", 1)),
-                Action::Update(rec("a", 0, "A", 2, 1, 1)),
+                Action::Refresh(rec("a", 0, "A", 2, 1, 1)),
             ]
         );
     }
@@ -300,7 +319,22 @@ mod tests {
         let isr_change = Desired::Full(vec![rec("a", 0, "A", 1, 5, 8)]);
         assert_eq!(
             plan(&have, &isr_change).actions,
-            vec![Action::Update(rec("a", 0, "A", 1, 5, 8))]
+            vec![Action::Refresh(rec("a", 0, "A", 1, 5, 8))]
+        );
+        // New replicas or configs are written.
+        let mut moved = rec("a", 0, "A", 1, 5, 9);
+        moved.replicas = vec![1, 3];
+        assert_eq!(
+            plan(&have, &Desired::Full(vec![moved.clone()])).actions,
+            vec![Action::Update(moved)]
+        );
+        let mut reconfigured = rec("a", 0, "A", 1, 5, 7);
+        reconfigured
+            .configs
+            .insert("retention.ms".into(), "1000".into());
+        assert_eq!(
+            plan(&have, &Desired::Full(vec![reconfigured.clone()])).actions,
+            vec![Action::Update(reconfigured)]
         );
     }
 

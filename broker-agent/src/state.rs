@@ -79,7 +79,7 @@ impl Counts {
     fn count(&mut self, action: &Action) {
         match action {
             Action::Create(_) => self.created += 1,
-            Action::Update(_) => self.updated += 1,
+            Action::Update(_) | Action::Refresh(_) => self.updated += 1,
             Action::Recreate { .. } => self.recreated += 1,
             Action::Remove(_) => self.removed += 1,
         }
@@ -269,8 +269,10 @@ impl AgentState {
             }
         }
 
+        let disk_started = std::time::Instant::now();
         let results: Vec<(Action, std::io::Result<()>)> =
             blocking(move || partition_dir::execute_all(&root, actions)).await?;
+        let disk_ms = disk_started.elapsed().as_millis() as u64;
 
         let mut failures = Vec::new();
         let (hosted_now, metadata_now) = {
@@ -297,6 +299,7 @@ impl AgentState {
                 skipped = skipped.len(),
                 failed = failures.len(),
                 hosted = view.hosted.len(),
+                disk_ms,
                 "push applied"
             );
             if failures.is_empty() {
@@ -310,7 +313,12 @@ impl AgentState {
             (view.hosted.clone(), view.metadata.clone())
         };
         if let Some(replicas) = self.replicas.get() {
+            let started = std::time::Instant::now();
             replicas.apply(hosted_now.clone(), metadata_now).await;
+            debug!(
+                roles_ms = started.elapsed().as_millis() as u64,
+                "roles of the push in effect"
+            );
         }
         if !failures.is_empty() {
             return Err(AgentError::ApplyFailed { failures });

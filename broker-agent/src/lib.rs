@@ -22,7 +22,8 @@
 //! * `agent.json`: broker id, incarnation id, highest coordinator epoch;
 //! * `.lock`: held exclusively while an agent uses the directory;
 //! * `partitions/<topic>-<partition>/partition.json`: one per hosted
-//!   partition.
+//!   partition (topic id, replicas, configs; the leader, ISR and epochs in
+//!   it are those of its last rewrite, see `reconcile::Action::Refresh`).
 
 pub mod config;
 mod control;

@@ -70,6 +70,17 @@ impl Connections {
         }
     }
 
+    /// The channel to `address`, created (without dialling) on first use.
+    pub(crate) fn channel(&self, address: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = channels.get(address) {
+            return Ok(c.clone());
+        }
+        let c = endpoint(address, self.connect_timeout)?.connect_lazy();
+        channels.insert(address.to_owned(), c.clone());
+        Ok(c)
+    }
+
     /// A Data client for `address`, its channel created (without dialling)
     /// on first use; decodes answers up to `max_decode` bytes.
     pub(crate) fn data_client(
@@ -77,18 +88,7 @@ impl Connections {
         address: &str,
         max_decode: usize,
     ) -> Result<DataClient<Channel>, String> {
-        let channel = {
-            let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-            match channels.get(address) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = endpoint(address, self.connect_timeout)?.connect_lazy();
-                    channels.insert(address.to_owned(), c.clone());
-                    c
-                }
-            }
-        };
-        Ok(DataClient::new(channel)
+        Ok(DataClient::new(self.channel(address)?)
             .max_decoding_message_size(max_decode)
             .max_encoding_message_size(usize::MAX))
     }

@@ -22,7 +22,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use super::GroupError;
-use crate::connection::{DEFAULT_MAX_DECODE, endpoint, error_code_name, transport_retriable};
+use crate::connection::{Connections, DEFAULT_MAX_DECODE, error_code_name, transport_retriable};
 use crate::metadata::Metadata;
 
 /// Longest pause between two attempts to reach a coordinator.
@@ -73,12 +73,11 @@ pub(crate) fn rediscover(code: i32) -> bool {
 pub(crate) struct GroupRpc {
     bootstrap: Vec<String>,
     metadata: Metadata,
-    connect_timeout: Duration,
+    connections: Connections,
     /// Limit on one call.
     pub(crate) request_timeout: Duration,
     /// First pause after a retriable failure.
     pub(crate) retry_backoff: Duration,
-    channels: Mutex<HashMap<String, Channel>>,
     coordinators: Mutex<HashMap<String, String>>,
 }
 
@@ -93,10 +92,9 @@ impl GroupRpc {
         GroupRpc {
             bootstrap,
             metadata,
-            connect_timeout,
+            connections: Connections::new(connect_timeout),
             request_timeout,
             retry_backoff,
-            channels: Mutex::new(HashMap::new()),
             coordinators: Mutex::new(HashMap::new()),
         }
     }
@@ -109,27 +107,13 @@ impl GroupRpc {
     /// A Group client for `address` (channel created, not dialled, on first
     /// use).
     pub(crate) fn client(&self, address: &str) -> Result<GroupClient<Channel>, String> {
-        let channel = {
-            let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-            match channels.get(address) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = endpoint(address, self.connect_timeout)?.connect_lazy();
-                    channels.insert(address.to_owned(), c.clone());
-                    c
-                }
-            }
-        };
-        Ok(GroupClient::new(channel)
+        Ok(GroupClient::new(self.connections.channel(address)?)
             .max_decoding_message_size(DEFAULT_MAX_DECODE)
             .max_encoding_message_size(usize::MAX))
     }
 
     fn forget_channel(&self, address: &str) {
-        self.channels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(address);
+        self.connections.forget(address);
     }
 
     /// Forgets `address` as `group`'s coordinator (if it still is the one

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use ballast_proto::v1::group_client::GroupClient;
 use ballast_proto::v1::{self as pb, ErrorCode};
 use ballast_tests::cluster::{
-    FAST, channel, find_active, on_active, start_agent, wait_live_brokers,
+    channel, find_active, on_active, start_agent, start_coordinator_with, wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually};
@@ -162,29 +162,10 @@ impl Cluster {
     }
 }
 
-/// A `ballast coordinator` on `etcd` with the harness's [`FAST`] timings,
-/// where `flags` (pairs of flag and value) replace the same flags of
-/// [`FAST`]: the CLI refuses a flag given twice, so
-/// `start_coordinator_with`'s "later flags win" does not hold for flags
-/// that [`FAST`] sets (such as `--offsets-partitions`).
+/// A `ballast coordinator` on `etcd` with the harness's timings, `flags`
+/// replacing the same ones.
 fn start_coordinator(etcd: &[String], flags: &[&str]) -> Result<BallastProcess> {
-    let endpoints = etcd.join(",");
-    let mut args = vec![
-        "coordinator",
-        "--etcd",
-        &endpoints,
-        "--listen",
-        "127.0.0.1:0",
-        "--cluster-id",
-        "bench-groups",
-    ];
-    for pair in FAST.chunks(2) {
-        if !flags.contains(&pair[0]) {
-            args.extend_from_slice(pair);
-        }
-    }
-    args.extend_from_slice(flags);
-    BallastProcess::start(&args, Duration::from_secs(20))
+    Ok(start_coordinator_with(etcd, "bench-groups", flags))
 }
 
 /// `count` lazy channels to `address` (HTTP/2 connections, shared by many

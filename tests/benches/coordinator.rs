@@ -57,6 +57,7 @@ use ballast_coordinator::{Coordinator, CoordinatorConfig, Role, service};
 use ballast_proto::v1::agent_control_client::AgentControlClient;
 use ballast_proto::v1::agent_control_server::{AgentControl, AgentControlServer};
 use ballast_proto::v1::{self as pb};
+use ballast_tests::bench::{cpu_model, env_or, proc_field, status_bytes};
 use ballast_tests::cluster::{BrokerStandIn, FAST, admin, channel, find_active, on_active};
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, free_port};
@@ -162,15 +163,6 @@ struct Opts {
     /// (10 x 3,000 partitions); see `bench_fence`.
     agent_scale: f64,
     only: Vec<String>,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow!("{name}={v:?} is not a valid value")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Opts {
@@ -280,15 +272,7 @@ fn secs(d: Duration) -> f64 {
 }
 
 fn machine_facts() {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_default();
+    let cpu = cpu_model();
     let mem = proc_field("/proc/meminfo", "MemTotal:").unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let etcd = std::process::Command::new(ballast_tests::etcd::etcd_binary())
@@ -311,22 +295,9 @@ fn machine_facts() {
 }
 
 /// A `kB` field of a /proc status-like file, in kB.
-fn proc_field(path: &str, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// (VmRSS, VmHWM) of a process, in bytes.
 fn rss(pid: u32) -> Result<(u64, u64)> {
-    let path = format!("/proc/{pid}/status");
-    let rss = proc_field(&path, "VmRSS:").with_context(|| format!("VmRSS in {path}"))?;
-    let hwm = proc_field(&path, "VmHWM:").with_context(|| format!("VmHWM in {path}"))?;
-    Ok((rss * 1024, hwm * 1024))
+    Ok((status_bytes(pid, "VmRSS:")?, status_bytes(pid, "VmHWM:")?))
 }
 
 fn mib(bytes: u64) -> f64 {

@@ -32,6 +32,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail, ensure};
+use ballast_tests::bench::{cpu_model, env_or};
 
 #[path = "groups/cluster.rs"]
 mod cluster;
@@ -65,15 +66,6 @@ pub(crate) struct Opts {
     /// Group sizes of the rebalance scenario, when given explicitly.
     sizes: Option<Vec<usize>>,
     only: Vec<String>,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow!("{name}={v:?} is not a valid value")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Opts {
@@ -245,15 +237,7 @@ pub(crate) fn report_latencies(what: &str, values: &[Duration], interval: Option
 }
 
 fn machine_facts() {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_default();
+    let cpu = cpu_model();
     println!(
         "machine: {} cpus ({cpu}); load average {}; binary {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

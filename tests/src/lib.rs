@@ -6,6 +6,7 @@
 //! free ports and temp dirs. Nothing here is product code: it may panic with
 //! a message that tells the developer what to do.
 
+pub mod bench;
 pub mod bin_path;
 pub mod cluster;
 pub mod etcd;

@@ -179,17 +179,7 @@ pub(crate) fn clients(address: &str, count: usize) -> Vec<GroupClient<Channel>> 
 // ---- /proc ----------------------------------------------------------------
 
 /// A `kB` field of /proc/<pid>/status, in bytes.
-pub(crate) fn status_bytes(pid: u32, field: &str) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).with_context(|| path.clone())?;
-    let kb: u64 = text
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("{field} in {path}"))?;
-    Ok(kb * 1024)
-}
+pub(crate) use ballast_tests::bench::status_bytes;
 
 /// VmRSS of a process, in bytes.
 pub(crate) fn rss(pid: u32) -> Result<u64> {

@@ -297,3 +297,99 @@ pub async fn wait_live_brokers(addresses: &[String], n: u32, timeout: Duration) 
     })
     .await;
 }
+
+/// One partition as the active coordinator describes it (panics after
+/// `timeout` without an active coordinator or when the partition does not
+/// exist).
+pub async fn describe_partition(
+    addresses: &[String],
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> pb::PartitionDescription {
+    let topics = on_active(addresses, timeout, |mut c| async move {
+        c.describe_topics(pb::DescribeTopicsRequest {
+            names: vec![topic.to_owned()],
+            ..Default::default()
+        })
+        .await
+    })
+    .await
+    .expect("describe_topics")
+    .into_inner()
+    .topics;
+    topics
+        .into_iter()
+        .find(|t| t.name == topic)
+        .and_then(|t| t.partitions.into_iter().find(|p| p.partition == partition))
+        .unwrap_or_else(|| panic!("{topic}-{partition} is not described"))
+}
+
+/// The high watermark of a partition, from the agent at `agent` (its
+/// leader); `None` on any refusal.
+pub async fn high_watermark(agent: &str, topic: &str, partition: i32) -> Option<i64> {
+    let mut data = pb::data_client::DataClient::new(channel(agent));
+    let r = data
+        .list_offsets(pb::ListOffsetsRequest {
+            partitions: vec![pb::ListOffsetsPartition {
+                topic: topic.into(),
+                partition,
+                timestamp: -1,
+                current_leader_epoch: -1,
+            }],
+        })
+        .await
+        .ok()?
+        .into_inner();
+    r.results
+        .first()
+        .filter(|r| r.error == pb::ErrorCode::None as i32)
+        .map(|r| r.offset)
+}
+
+/// The coordinator of `group` as the first answering agent of `agents`
+/// reports it: (broker id, address).
+pub async fn group_coordinator(agents: &[String], group: &str) -> Option<(i32, String)> {
+    for a in agents {
+        let mut c = pb::group_client::GroupClient::new(channel(a));
+        let Ok(r) = c
+            .find_coordinator(pb::FindCoordinatorRequest {
+                group_id: group.into(),
+            })
+            .await
+        else {
+            continue;
+        };
+        let r = r.into_inner();
+        if r.error == pb::ErrorCode::None as i32
+            && let Some(h) = r.coordinator
+            && !h.address.is_empty()
+        {
+            return Some((h.leader_id, h.address));
+        }
+    }
+    None
+}
+
+/// `group`'s committed offsets from its coordinator at `address`, by
+/// (topic, partition): (offset, leader epoch); `None` on any refusal.
+pub async fn committed_offsets(
+    address: &str,
+    group: &str,
+) -> Option<std::collections::BTreeMap<(String, i32), (i64, i32)>> {
+    let mut c = pb::group_client::GroupClient::new(channel(address));
+    let r = c
+        .fetch_offsets(pb::FetchOffsetsRequest {
+            group_id: group.into(),
+            partitions: Vec::new(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    (r.error == pb::ErrorCode::None as i32).then(|| {
+        r.offsets
+            .into_iter()
+            .map(|o| ((o.topic, o.partition), (o.offset, o.leader_epoch)))
+            .collect()
+    })
+}

@@ -197,3 +197,12 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs `ballast <args>` to completion (stdin empty) and returns its output.
+pub fn run_ballast(args: &[&str]) -> std::process::Output {
+    Command::new(ballast_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ballast")
+}

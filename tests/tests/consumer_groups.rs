@@ -22,12 +22,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ballast_assignor::{Member as RangeMember, TopicPartitions as RangeTopic, range_assign};
 use ballast_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
-use ballast_proto::v1::data_client::DataClient;
 use ballast_proto::v1::group_client::GroupClient;
 use ballast_proto::v1::{self as pb, ErrorCode};
 use ballast_tests::bin_path::ballast_bin;
 use ballast_tests::cluster::{
-    channel, find_active, on_active, start_agent, start_coordinator, wait_live_brokers,
+    channel, committed_offsets, find_active, group_coordinator, high_watermark, on_active,
+    start_agent, start_coordinator, wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually};
@@ -335,41 +335,12 @@ async fn group_epoch(address: &str) -> Option<i32> {
 
 /// (broker id, address) of the group's coordinator, as the agents report it.
 async fn coordinator(bootstrap: &[String]) -> Option<(i32, String)> {
-    for a in bootstrap {
-        let mut c = GroupClient::new(channel(a));
-        if let Ok(r) = c
-            .find_coordinator(pb::FindCoordinatorRequest {
-                group_id: GROUP.into(),
-            })
-            .await
-        {
-            let r = r.into_inner();
-            if let Some(h) = r.coordinator.filter(|h| !h.address.is_empty())
-                && r.error == ErrorCode::None as i32
-            {
-                return Some((h.leader_id, h.address));
-            }
-        }
-    }
-    None
+    group_coordinator(bootstrap, GROUP).await
 }
 
 async fn committed(address: &str) -> Option<BTreeMap<Tp, i64>> {
-    let mut c = GroupClient::new(channel(address));
-    let r = c
-        .fetch_offsets(pb::FetchOffsetsRequest {
-            group_id: GROUP.into(),
-            partitions: Vec::new(),
-        })
-        .await
-        .ok()?
-        .into_inner();
-    (r.error == ErrorCode::None as i32).then(|| {
-        r.offsets
-            .into_iter()
-            .map(|o| ((o.topic, o.partition), o.offset))
-            .collect()
-    })
+    let all = committed_offsets(address, GROUP).await?;
+    Some(all.into_iter().map(|(tp, (o, _))| (tp, o)).collect())
 }
 
 async fn produce(
@@ -408,24 +379,8 @@ async fn ends(bootstrap: &[String], topic: &str, partitions: i32) -> BTreeMap<Tp
     for p in 0..partitions {
         let hw = eventually("a leader answers ListOffsets", WAIT, || async {
             for a in bootstrap {
-                let mut d = DataClient::new(channel(a));
-                let Ok(r) = d
-                    .list_offsets(pb::ListOffsetsRequest {
-                        partitions: vec![pb::ListOffsetsPartition {
-                            topic: topic.into(),
-                            partition: p,
-                            timestamp: -1,
-                            current_leader_epoch: -1,
-                        }],
-                    })
-                    .await
-                else {
-                    continue;
-                };
-                if let Some(r) = r.into_inner().results.first()
-                    && r.error == ErrorCode::None as i32
-                {
-                    return Some(r.offset);
+                if let Some(hw) = high_watermark(a, topic, p).await {
+                    return Some(hw);
                 }
             }
             None

@@ -17,7 +17,8 @@ use ballast_proto::v1::data_client::DataClient;
 use ballast_proto::v1::group_client::GroupClient;
 use ballast_proto::v1::{self as pb, ErrorCode};
 use ballast_tests::cluster::{
-    channel, find_active, on_active, start_agent, start_coordinator, wait_live_brokers,
+    channel, committed_offsets, find_active, group_coordinator, on_active, start_agent,
+    start_coordinator, wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually};
@@ -28,25 +29,7 @@ const TOPIC: &str = "orders";
 
 /// The coordinator of GROUP as some live agent reports it: (broker, address).
 async fn coordinator(bootstrap: &[String]) -> Option<(i32, String)> {
-    for a in bootstrap {
-        let mut c = GroupClient::new(channel(a));
-        let Ok(r) = c
-            .find_coordinator(pb::FindCoordinatorRequest {
-                group_id: GROUP.into(),
-            })
-            .await
-        else {
-            continue;
-        };
-        let r = r.into_inner();
-        if r.error == ErrorCode::None as i32
-            && let Some(h) = r.coordinator
-            && !h.address.is_empty()
-        {
-            return Some((h.leader_id, h.address));
-        }
-    }
-    None
+    group_coordinator(bootstrap, GROUP).await
 }
 
 #[derive(Debug, Clone)]
@@ -102,22 +85,10 @@ impl Member {
     }
 }
 
+/// GROUP's committed (offset, leader epoch) by partition of TOPIC.
 async fn committed(address: &str) -> Option<BTreeMap<i32, (i64, i32)>> {
-    let mut c = GroupClient::new(channel(address));
-    let r = c
-        .fetch_offsets(pb::FetchOffsetsRequest {
-            group_id: GROUP.into(),
-            partitions: Vec::new(),
-        })
-        .await
-        .ok()?
-        .into_inner();
-    (r.error == ErrorCode::None as i32).then(|| {
-        r.offsets
-            .into_iter()
-            .map(|o| (o.partition, (o.offset, o.leader_epoch)))
-            .collect()
-    })
+    let all = committed_offsets(address, GROUP).await?;
+    Some(all.into_iter().map(|((_, p), o)| (p, o)).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,10 +16,10 @@ use std::time::Duration;
 use ballast_client::consumer::ConsumerConfig;
 use ballast_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use ballast_client::{GroupConfig, GroupConsumer, OffsetReset};
-use ballast_proto::v1::data_client::DataClient;
 use ballast_proto::v1::{self as pb};
 use ballast_tests::cluster::{
-    channel, find_active, on_active, start_agent, start_coordinator, wait_live_brokers,
+    describe_partition, find_active, high_watermark, on_active, start_agent, start_coordinator,
+    wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually};
@@ -29,37 +29,7 @@ const TOPIC: &str = "t";
 const GROUP: &str = "auditors";
 
 async fn partition0(addrs: &[String]) -> pb::PartitionDescription {
-    on_active(addrs, WAIT, |mut c| async move {
-        c.describe_topics(pb::DescribeTopicsRequest {
-            names: vec![TOPIC.into()],
-            ..Default::default()
-        })
-        .await
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .topics
-    .remove(0)
-    .partitions
-    .remove(0)
-}
-
-async fn high_watermark(agent: &str) -> Option<i64> {
-    let mut d = DataClient::new(channel(agent));
-    let r = d
-        .list_offsets(pb::ListOffsetsRequest {
-            partitions: vec![pb::ListOffsetsPartition {
-                topic: TOPIC.into(),
-                partition: 0,
-                timestamp: -1,
-                current_leader_epoch: -1,
-            }],
-        })
-        .await
-        .ok()?
-        .into_inner();
-    r.results.first().filter(|r| r.error == 0).map(|r| r.offset)
+    describe_partition(addrs, TOPIC, 0, WAIT).await
 }
 
 async fn produce(agent: &str, prefix: &str, n: usize) {
@@ -146,7 +116,8 @@ async fn a_member_resumes_where_its_committed_epoch_ends_after_an_unclean_electi
     let one = agents[&1].address().to_owned();
     produce(&one, "shared", 20).await;
     eventually("both replicas hold the 20 records", WAIT, || async {
-        (high_watermark(&one).await? == 20 && partition0(&addrs).await.isr.len() == 2).then_some(())
+        (high_watermark(&one, TOPIC, 0).await? == 20 && partition0(&addrs).await.isr.len() == 2)
+            .then_some(())
     })
     .await;
 

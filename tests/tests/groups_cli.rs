@@ -15,7 +15,7 @@ use ballast_tests::cluster::{
     find_active, on_active, start_agent, start_coordinator, wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
-use ballast_tests::process::eventually;
+use ballast_tests::process::{eventually, run_ballast};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -23,11 +23,7 @@ const GROUP: &str = "reporting";
 const TOPIC: &str = "sales";
 
 fn ballast(args: &[&str]) -> Output {
-    Command::new(ballast_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    run_ballast(args)
 }
 
 /// Runs a command that must succeed and print one JSON document.

@@ -7,26 +7,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use ballast_proto::v1 as pb;
-use ballast_tests::bin_path::ballast_bin;
 use ballast_tests::cluster::{
     BrokerStandIn, find_active, on_active, start_coordinator, wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
-use ballast_tests::process::eventually;
+use ballast_tests::process::{eventually, run_ballast};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn ballast(args: &[&str]) -> Output {
-    Command::new(ballast_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    run_ballast(args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,8 @@ use ballast_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use ballast_proto::v1::data_client::DataClient;
 use ballast_proto::v1::{self as pb};
 use ballast_tests::cluster::{
-    channel, find_active, on_active, start_agent, start_coordinator, wait_live_brokers,
+    channel, describe_partition, find_active, high_watermark, on_active, start_agent,
+    start_coordinator, wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually};
@@ -27,20 +28,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const TOPIC: &str = "durable";
 
 async fn partition0(addrs: &[String]) -> pb::PartitionDescription {
-    on_active(addrs, WAIT, |mut c| async move {
-        c.describe_topics(pb::DescribeTopicsRequest {
-            names: vec![TOPIC.into()],
-            ..Default::default()
-        })
-        .await
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .topics
-    .remove(0)
-    .partitions
-    .remove(0)
+    describe_partition(addrs, TOPIC, 0, WAIT).await
 }
 
 fn partition_dir(data: &Path) -> PathBuf {
@@ -531,27 +519,9 @@ async fn after_an_unclean_election_the_old_leader_truncates_and_replicas_converg
     // Both replicas hold all 20: the high watermark (the end of what every
     // ISR member has) reaches 20 with the ISR still [1, 2].
     let leader = agents[&1].address().to_owned();
-    eventually("both replicas in sync", WAIT, || {
-        let leader = leader.clone();
-        let addrs = addrs.clone();
-        async move {
-            let mut data = DataClient::new(channel(&leader));
-            let r = data
-                .list_offsets(pb::ListOffsetsRequest {
-                    partitions: vec![pb::ListOffsetsPartition {
-                        topic: TOPIC.into(),
-                        partition: 0,
-                        timestamp: -1,
-                        current_leader_epoch: -1,
-                    }],
-                })
-                .await
-                .ok()?
-                .into_inner();
-            let hw = r.results.first()?.offset;
-            let p = partition0(&addrs).await;
-            (hw == 20 && p.isr.len() == 2).then_some(())
-        }
+    eventually("both replicas in sync", WAIT, || async {
+        let hw = high_watermark(&leader, TOPIC, 0).await?;
+        (hw == 20 && partition0(&addrs).await.isr.len() == 2).then_some(())
     })
     .await;
     // Broker 2 dies; broker 1 goes on alone (ISR [1]) and writes a suffix

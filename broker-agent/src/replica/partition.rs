@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use super::isr::{AlterIsrOutcome, Command, IsrChange, LeaderStart, LeaderState};
 use super::{ReplicaError, ReplicationMode};
 use crate::log::{
-    EpochEndOffset, FlushPolicy, LogConfig, LogError, PartitionLog, UNDEFINED_EPOCH,
+    EpochEndOffset, FlushPolicy, LogConfig, LogError, PartitionLog, ReadResult, UNDEFINED_EPOCH,
     follower_truncation,
 };
 use crate::partition::{PartitionKey, PartitionRecord};
@@ -153,6 +153,19 @@ pub struct FetchData {
     pub log_end: i64,
     /// Set when the follower's log diverges from this leader's.
     pub diverging: Option<EpochEndOffset>,
+}
+
+impl FetchData {
+    /// The batches of a log read, with the high watermark at the time.
+    fn read(r: ReadResult, high_watermark: i64) -> FetchData {
+        FetchData {
+            records: r.records,
+            high_watermark,
+            log_start: r.log_start_offset,
+            log_end: r.log_end_offset,
+            diverging: None,
+        }
+    }
 }
 
 /// The outcome of an acks=all produce once the high watermark passes it.
@@ -394,13 +407,7 @@ impl Partition {
             st.high_watermark
         };
         let r = log.read(offset, max_bytes, None)?;
-        Ok(FetchData {
-            records: r.records,
-            high_watermark: hw,
-            log_start: r.log_start_offset,
-            log_end: r.log_end_offset,
-            diverging: None,
-        })
+        Ok(FetchData::read(r, hw))
     }
 
     /// The leader this agent follows (-1: none), or `None` when it leads.
@@ -712,13 +719,7 @@ impl Partition {
         drop(st);
         let result = log
             .read(fetch_offset, max_bytes, None)
-            .map(|r| FetchData {
-                records: r.records,
-                high_watermark: hw,
-                log_start: r.log_start_offset,
-                log_end: r.log_end_offset,
-                diverging: None,
-            })
+            .map(|r| FetchData::read(r, hw))
             .map_err(ReplicaError::from);
         (result, changes)
     }
@@ -773,13 +774,7 @@ impl Partition {
             }
         }
         let r = log.read(fetch_offset, max_bytes, Some(hw))?;
-        Ok(FetchData {
-            records: r.records,
-            high_watermark: hw,
-            log_start: r.log_start_offset,
-            log_end: r.log_end_offset,
-            diverging: None,
-        })
+        Ok(FetchData::read(r, hw))
     }
 
     /// ListOffsets on the leader: -2 earliest (log start), -1 latest (the

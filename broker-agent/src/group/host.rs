@@ -6,7 +6,8 @@
 //! [`Shard`] — requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS — then
 //! serves. Dropped (and answering NOT_COORDINATOR) when leadership moves.
 //!
-//! A request runs inline under the host's lock: the pure
+//! A request runs under the host's lock (inline when it writes nothing,
+//! on a blocking thread when it does): the pure
 //! handler computes records and a response from the shard; the records
 //! are appended to the partition as one batch with acks=all; only then are
 //! they applied to the shard. The answer waits, without the lock, until
@@ -41,6 +42,10 @@ const MAX_RECORDS_PER_BATCH: usize = 10_000;
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// A served request: the answer, the replication to wait for, and the
+/// offset the high watermark must pass before answering.
+type Planned<R> = (R, Option<oneshot::Receiver<AckResult>>, i64);
 
 /// Why a hosted request was not served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,14 +239,30 @@ impl ShardHost {
     ) -> Result<R, HostError>
     where
         R: Send + 'static,
-        H: FnOnce(&Active, i64) -> Result<Outcome<R>, GroupError> + Send + 'static,
+        H: Fn(&Active, i64) -> Result<Outcome<R>, GroupError> + Send + Sync + 'static,
         A: FnOnce(&mut Active, &R, i64) + Send + 'static,
     {
-        // Inline on the runtime worker: the handler takes microseconds
-        // (a rebalance of a 1,000-member group about 2 ms) and the append
-        // is a page-cache write, while a hop to a blocking thread cost
-        // more than the work itself (docs/BENCHMARKS.md, consumer groups).
-        let (response, replicated, wait_for) = self.plan_and_append(handler, after)?;
+        // Most requests (steady heartbeats, offset fetches) write nothing:
+        // they are answered inline, the handler taking microseconds under
+        // the lock (a hop to a blocking thread cost more than the work,
+        // docs/BENCHMARKS.md). A request whose records must be appended is
+        // run again, from scratch, on a blocking thread: no file I/O runs
+        // on the async runtime, and the handler, a pure function of the
+        // state, is simply recomputed there.
+        let mut after = Some(after);
+        let planned = match self.plan_and_append(&handler, &mut after, false)? {
+            Some(p) => p,
+            None => {
+                let host = Arc::clone(self);
+                tokio::task::spawn_blocking(move || {
+                    host.plan_and_append(&handler, &mut after, true)
+                })
+                .await
+                .map_err(|e| HostError::NotAvailable(format!("task failed: {e}")))??
+                .ok_or_else(|| HostError::NotAvailable("append refused".into()))?
+            }
+        };
+        let (response, replicated, wait_for) = planned;
         if let Some(rx) = replicated {
             match tokio::time::timeout(REPLICATION_WAIT, rx).await {
                 Ok(Ok(Ok(()))) => {}
@@ -260,14 +281,17 @@ impl ShardHost {
         Ok(response)
     }
 
-    #[allow(clippy::type_complexity)]
+    /// Runs the handler under the lock; with `write`, appends its records
+    /// and applies them, then runs `after`. Without `write`, an outcome
+    /// with records changes nothing and gives `None`.
     fn plan_and_append<R, H, A>(
         &self,
-        handler: H,
-        after: A,
-    ) -> Result<(R, Option<oneshot::Receiver<AckResult>>, i64), HostError>
+        handler: &H,
+        after: &mut Option<A>,
+        write: bool,
+    ) -> Result<Option<Planned<R>>, HostError>
     where
-        H: FnOnce(&Active, i64) -> Result<Outcome<R>, GroupError>,
+        H: Fn(&Active, i64) -> Result<Outcome<R>, GroupError>,
         A: FnOnce(&mut Active, &R, i64),
     {
         let mut phase = lock(&self.phase);
@@ -281,6 +305,9 @@ impl ShardHost {
         }
         let (wall_ms, now_ms) = self.manager.clocks();
         let outcome = handler(active, wall_ms)?;
+        if !write && !outcome.records.is_empty() {
+            return Ok(None);
+        }
         let mut replicated = None;
         for chunk in outcome.records.chunks(MAX_RECORDS_PER_BATCH) {
             let batch = encode(chunk, wall_ms)?;
@@ -295,8 +322,10 @@ impl ShardHost {
             active.written_end = appended.last_offset + 1;
             replicated = appended.replicated;
         }
-        after(active, &outcome.response, now_ms);
-        Ok((outcome.response, replicated, active.written_end))
+        if let Some(after) = after.take() {
+            after(active, &outcome.response, now_ms);
+        }
+        Ok(Some((outcome.response, replicated, active.written_end)))
     }
 
     async fn wait_high_watermark(&self, offset: i64) -> Result<(), HostError> {

@@ -102,7 +102,7 @@ impl GroupService {
     async fn run<R, H, A>(&self, group_id: &str, handler: H, after: A) -> Result<R, HostError>
     where
         R: Send + 'static,
-        H: FnOnce(&super::host::Active, i64) -> Result<Outcome<R>, GroupError> + Send + 'static,
+        H: Fn(&super::host::Active, i64) -> Result<Outcome<R>, GroupError> + Send + Sync + 'static,
         A: FnOnce(&mut super::host::Active, &R, i64) + Send + 'static,
     {
         if group_id.is_empty() {

@@ -61,6 +61,9 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Used when the coordinator sends 0.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// All hosted replica sizes go to the coordinator this often (for balancing
+/// by disk); replicas being reassigned are reported every heartbeat.
+const SIZE_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What the agent tells the coordinator about itself.
 #[derive(Debug, Clone)]
@@ -383,6 +386,9 @@ impl ControlLoop {
         let mut wait = interval;
         // Whether the previous attempt was redirected by a standby.
         let mut redirected = false;
+        // All replica sizes go with the first heartbeat and then every
+        // SIZE_REPORT_INTERVAL; the others carry those being reassigned.
+        let mut next_size_report = Instant::now();
         loop {
             if !self.sleep(wait).await {
                 return Lost::Cancelled;
@@ -400,10 +406,18 @@ impl ControlLoop {
                 self.addresses.advance();
                 continue;
             };
+            let all_replicas = Instant::now() >= next_size_report;
+            let state = Arc::clone(&self.state);
+            let replica_sizes =
+                tokio::task::spawn_blocking(move || state.replica_sizes(all_replicas))
+                    .await
+                    .unwrap_or_default();
             let mut request = Request::new(BrokerHeartbeatRequest {
                 broker_id: self.state.broker_id(),
                 broker_epoch: reg.broker_epoch,
                 coordinator_epoch: self.state.highest_coordinator_epoch(),
+                replica_sizes,
+                all_replicas,
             });
             request.set_timeout(rpc_timeout);
             let result = tokio::select! {
@@ -420,6 +434,9 @@ impl ControlLoop {
                 }
                 Ok(_) => {
                     last_ok = Instant::now();
+                    if all_replicas {
+                        next_size_report = last_ok + SIZE_REPORT_INTERVAL;
+                    }
                     redirected = false;
                     self.state.set_active_coordinator(&addr);
                 }

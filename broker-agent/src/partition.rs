@@ -81,6 +81,12 @@ pub struct PartitionRecord {
     /// Topic configs.
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+    /// Replicas a reassignment is adding (also in `replicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    /// Replicas a reassignment is removing (also in `replicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
 }
 
 /// The role this agent plays for a partition.
@@ -136,6 +142,8 @@ impl PartitionRecord {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            adding_replicas: p.adding_replicas.clone(),
+            removing_replicas: p.removing_replicas.clone(),
         })
     }
 
@@ -155,6 +163,8 @@ impl PartitionRecord {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            adding_replicas: self.adding_replicas.clone(),
+            removing_replicas: self.removing_replicas.clone(),
         }
     }
 
@@ -240,6 +250,8 @@ mod tests {
             isr: vec![1, 2],
             partition_epoch: 9,
             configs: [("retention.ms".to_owned(), "1".to_owned())].into(),
+            adding_replicas: vec![3],
+            removing_replicas: vec![1],
         };
         let r = PartitionRecord::from_proto(&p).unwrap();
         assert_eq!(r.to_proto(), p);

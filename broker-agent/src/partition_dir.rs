@@ -209,6 +209,8 @@ mod tests {
             isr: vec![1],
             partition_epoch: 0,
             configs: BTreeMap::new(),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

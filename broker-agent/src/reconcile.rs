@@ -210,6 +210,8 @@ mod tests {
             isr: vec![1, 2],
             partition_epoch: pe,
             configs: BTreeMap::new(),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

@@ -146,6 +146,15 @@ impl AgentState {
         let _ = self.replicas.set(manager);
     }
 
+    /// Replica sizes for a heartbeat (see
+    /// [`ReplicaManager::replica_sizes`]); empty before start-up finishes.
+    pub fn replica_sizes(&self, all: bool) -> Vec<ballast_proto::v1::ReplicaSize> {
+        self.replicas
+            .get()
+            .map(|r| r.replica_sizes(all))
+            .unwrap_or_default()
+    }
+
     /// Watches the registration (broker epoch).
     pub fn subscribe_registration(&self) -> watch::Receiver<Registration> {
         self.registration.subscribe()
@@ -222,6 +231,13 @@ impl AgentState {
             });
         }
         self.check_broker_epoch(req.broker_epoch).await?;
+        if let Some(replicas) = self.replicas.get() {
+            replicas.throttles().set(
+                req.throttle_bytes_per_sec,
+                req.catch_up_throttle_bytes_per_sec,
+                std::time::Instant::now(),
+            );
+        }
         let desired = Desired::from_push(req.full, &req.partitions, &req.removed)
             .map_err(AgentError::InvalidPush)?;
         let applied = lock(&self.view).applied;
@@ -412,6 +428,7 @@ mod tests {
             isr: vec![1, 2],
             partition_epoch: leader_epoch,
             configs: Default::default(),
+            ..Default::default()
         }
     }
 
@@ -425,6 +442,7 @@ mod tests {
             removed: vec![],
             version,
             metadata: None,
+            ..Default::default()
         }
     }
 

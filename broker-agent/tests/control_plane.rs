@@ -111,10 +111,11 @@ impl BrokerControl for DoubleService {
             return Err(redirect(&to));
         }
         let live = st.live.get(&req.broker_id).copied();
+        let (broker_id, broker_epoch) = (req.broker_id, req.broker_epoch);
         st.heartbeats.push(req);
-        let fenced = std::mem::take(&mut st.fence_next_heartbeat) || live != Some(req.broker_epoch);
+        let fenced = std::mem::take(&mut st.fence_next_heartbeat) || live != Some(broker_epoch);
         if fenced {
-            st.live.remove(&req.broker_id);
+            st.live.remove(&broker_id);
         }
         Ok(Response::new(BrokerHeartbeatResponse {
             coordinator_epoch: 1,
@@ -243,6 +244,7 @@ fn partition(topic: &str, p: i32, leader: i32, leader_epoch: i32) -> AssignedPar
         isr: vec![1, 2, 3],
         partition_epoch: leader_epoch,
         configs: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -256,6 +258,7 @@ fn push(coordinator_epoch: i64, broker_epoch: i64, version: u64) -> ApplyRequest
         removed: vec![],
         version,
         metadata: None,
+        ..Default::default()
     }
 }
 

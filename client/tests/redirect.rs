@@ -108,6 +108,27 @@ impl Admin for StandbyDouble {
     ) -> Answer<ElectPreferredLeadersResponse> {
         self.refuse()
     }
+
+    async fn execute_reassignment(
+        &self,
+        _: Request<ballast_proto::v1::ExecuteReassignmentRequest>,
+    ) -> Answer<ballast_proto::v1::ExecuteReassignmentResponse> {
+        self.refuse()
+    }
+
+    async fn describe_reassignment(
+        &self,
+        _: Request<ballast_proto::v1::DescribeReassignmentRequest>,
+    ) -> Answer<ballast_proto::v1::DescribeReassignmentResponse> {
+        self.refuse()
+    }
+
+    async fn cancel_reassignment(
+        &self,
+        _: Request<ballast_proto::v1::CancelReassignmentRequest>,
+    ) -> Answer<ballast_proto::v1::CancelReassignmentResponse> {
+        self.refuse()
+    }
 }
 
 /// Test double of the active coordinator. GetClusterInfo answers with
@@ -200,6 +221,27 @@ impl Admin for ActiveDouble {
         self.elect_calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(30)).await;
         Ok(Response::new(ElectPreferredLeadersResponse::default()))
+    }
+
+    async fn execute_reassignment(
+        &self,
+        _: Request<ballast_proto::v1::ExecuteReassignmentRequest>,
+    ) -> Answer<ballast_proto::v1::ExecuteReassignmentResponse> {
+        Err(Status::unimplemented("not in this double"))
+    }
+
+    async fn describe_reassignment(
+        &self,
+        _: Request<ballast_proto::v1::DescribeReassignmentRequest>,
+    ) -> Answer<ballast_proto::v1::DescribeReassignmentResponse> {
+        Err(Status::unimplemented("not in this double"))
+    }
+
+    async fn cancel_reassignment(
+        &self,
+        _: Request<ballast_proto::v1::CancelReassignmentRequest>,
+    ) -> Answer<ballast_proto::v1::CancelReassignmentResponse> {
+        Err(Status::unimplemented("not in this double"))
     }
 }
 

@@ -34,6 +34,13 @@ pub struct CoordinatorConfig {
     pub leader_imbalance_check_interval: Duration,
     /// Every agent gets a full push at least this often (the safety net).
     pub full_sync_interval: Duration,
+    /// Default bound of reassignment moves in flight that involve one broker.
+    pub reassignment_max_moves_per_broker: u32,
+    /// Default bound of reassignment moves in flight in the cluster.
+    pub reassignment_max_moves: u32,
+    /// Catch-up throttle pushed to agents (bytes per second for followers
+    /// out of the ISR); 0 = none.
+    pub catch_up_throttle_bytes_per_sec: u64,
 }
 
 impl CoordinatorConfig {
@@ -51,6 +58,9 @@ impl CoordinatorConfig {
             leader_imbalance_percentage: ballast_assignor::DEFAULT_LEADER_IMBALANCE_PERCENTAGE,
             leader_imbalance_check_interval: Duration::from_secs(300),
             full_sync_interval: Duration::from_secs(60),
+            reassignment_max_moves_per_broker: 5,
+            reassignment_max_moves: 50,
+            catch_up_throttle_bytes_per_sec: 0,
         }
     }
 
@@ -75,6 +85,12 @@ impl CoordinatorConfig {
         }
         if self.offsets_partitions < 1 {
             return Err("offsets_partitions: must be at least 1".into());
+        }
+        if self.reassignment_max_moves_per_broker < 1 || self.reassignment_max_moves < 1 {
+            return Err(
+                "reassignment_max_moves_per_broker, reassignment_max_moves: must be at least 1"
+                    .into(),
+            );
         }
         if self.offsets_replication_factor < 1 {
             return Err("offsets_replication_factor: must be at least 1".into());

@@ -7,6 +7,8 @@
 //! | `brokers/<id:010>` | `BrokerRecord` |
 //! | `topics/<name>` | `TopicRecord` |
 //! | `partitions/<name>/<chunk:06>` | `PartitionChunk` of [`CHUNK_PARTITIONS`] partitions |
+//! | `reassignment/current` | `ReassignmentRecord` (the latest reassignment) |
+//! | `reassignment/plan/<id>/<chunk:06>` | `ReassignmentChunk` of its plan |
 //!
 //! Broker ids are zero-padded so a prefix range returns them in id order.
 
@@ -68,6 +70,31 @@ impl Keys {
     /// All partition chunks of one topic.
     pub fn partitions(&self, topic: &str) -> Vec<u8> {
         format!("{}partitions/{topic}/", self.root).into_bytes()
+    }
+
+    /// Everything about reassignments.
+    pub fn reassignments(&self) -> Vec<u8> {
+        format!("{}reassignment/", self.root).into_bytes()
+    }
+
+    /// The latest reassignment's record.
+    pub fn reassignment(&self) -> Vec<u8> {
+        format!("{}reassignment/current", self.root).into_bytes()
+    }
+
+    /// Every plan chunk of every reassignment.
+    pub fn reassignment_plans(&self) -> Vec<u8> {
+        format!("{}reassignment/plan/", self.root).into_bytes()
+    }
+
+    /// The plan chunks of reassignment `id`.
+    pub fn reassignment_plan(&self, id: &str) -> Vec<u8> {
+        format!("{}reassignment/plan/{id}/", self.root).into_bytes()
+    }
+
+    /// One plan chunk of reassignment `id`.
+    pub fn reassignment_chunk(&self, id: &str, chunk: u32) -> Vec<u8> {
+        format!("{}reassignment/plan/{id}/{chunk:06}", self.root).into_bytes()
     }
 
     /// One partition chunk.

@@ -21,6 +21,7 @@ pub mod ha;
 pub mod keys;
 pub mod partition;
 pub mod push;
+pub mod reassignment;
 pub mod records;
 pub mod service;
 pub mod state;

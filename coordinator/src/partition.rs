@@ -36,6 +36,10 @@ pub struct PartitionState {
     pub isr: Vec<i32>,
     /// Bumped at every change.
     pub partition_epoch: i32,
+    /// Replicas being added by a reassignment (in `replicas` too).
+    pub adding: Vec<i32>,
+    /// Replicas being removed by a reassignment (in `replicas` too).
+    pub removing: Vec<i32>,
 }
 
 impl PartitionState {
@@ -47,7 +51,14 @@ impl PartitionState {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+
+    /// True while a reassignment moves the partition.
+    pub fn is_moving(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
     }
 
     /// True when the partition has no leader.
@@ -55,9 +66,14 @@ impl PartitionState {
         self.leader == NO_LEADER
     }
 
-    /// True when the ISR is smaller than the replica set.
+    /// True when a replica is out of the ISR. Replicas being added by a
+    /// reassignment do not count until they join (as in Kafka after
+    /// KIP-455): copying a new replica does not make a partition
+    /// under-replicated.
     pub fn is_under_replicated(&self) -> bool {
-        self.isr.len() < self.replicas.len()
+        self.replicas
+            .iter()
+            .any(|b| !self.isr.contains(b) && !self.adding.contains(b))
     }
 
     fn with_leader(&self, leader: i32, isr: Vec<i32>) -> PartitionState {
@@ -68,7 +84,25 @@ impl PartitionState {
             leader_epoch: self.leader_epoch + i32::from(leader_changed),
             isr,
             partition_epoch: self.partition_epoch + 1,
+            adding: self.adding.clone(),
+            removing: self.removing.clone(),
         }
+    }
+}
+
+/// Replicas an unclean election may pick: not one being added by a
+/// reassignment (it may hold nothing yet), unless only those are left.
+fn unclean_candidates(state: &PartitionState) -> Vec<i32> {
+    let settled: Vec<i32> = state
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| !state.adding.contains(b))
+        .collect();
+    if settled.is_empty() {
+        state.replicas.clone()
+    } else {
+        settled
     }
 }
 
@@ -97,7 +131,8 @@ pub fn on_broker_fenced(
         return Some(state.with_leader(l, isr));
     }
     if unclean_allowed
-        && let Some(l) = ballast_assignor::next_leader_unclean(&state.replicas, &[], live)
+        && let Some(l) =
+            ballast_assignor::next_leader_unclean(&unclean_candidates(state), &[], live)
     {
         return Some(state.with_leader(l, vec![l]));
     }
@@ -248,6 +283,7 @@ mod tests {
             leader_epoch: 5,
             isr: isr.to_vec(),
             partition_epoch: 9,
+            ..Default::default()
         }
     }
 

@@ -197,6 +197,8 @@ fn assigned(state: &ClusterState, topic: &str, p: i32) -> Option<pb::AssignedPar
         isr: s.isr.clone(),
         partition_epoch: s.partition_epoch,
         configs: entry.record.configs.clone(),
+        adding_replicas: s.adding.clone(),
+        removing_replicas: s.removing.clone(),
     })
 }
 
@@ -243,6 +245,7 @@ struct Send<'a> {
     hosted: &'a HashSet<Key>,
     version: u64,
     offsets_partitions: i32,
+    catch_up_throttle: u64,
 }
 
 /// The request for one send, and the hosted set it leads to.
@@ -303,6 +306,7 @@ fn build(state: &ClusterState, q: &Queue, send: Send<'_>) -> (pb::ApplyRequest, 
         hosted,
         version,
         offsets_partitions,
+        catch_up_throttle,
     } = send;
     let me = q.broker_id;
     let mut partitions = Vec::new();
@@ -389,6 +393,8 @@ fn build(state: &ClusterState, q: &Queue, send: Send<'_>) -> (pb::ApplyRequest, 
             leaders,
             offsets_partitions,
         }),
+        throttle_bytes_per_sec: Term::reassignment_throttle(state),
+        catch_up_throttle_bytes_per_sec: catch_up_throttle,
     };
     let update = if full {
         HostedUpdate::Replace(replaced)
@@ -478,6 +484,7 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
         }
         version += 1;
         let offsets_partitions = t.config().offsets_partitions;
+        let catch_up_throttle = t.config().catch_up_throttle_bytes_per_sec;
         let (request, update) = if full {
             // A full sync lists every partition: build it from a snapshot
             // (shared topic entries, one cheap clone under the lock) on a
@@ -488,6 +495,7 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
                 ClusterState {
                     brokers: state.brokers.clone(),
                     topics: state.topics.clone(),
+                    reassignment: state.reassignment.clone(),
                 }
             };
             drop(t);
@@ -503,6 +511,7 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
                         hosted: &HashSet::new(),
                         version,
                         offsets_partitions,
+                        catch_up_throttle,
                     },
                 )
             })
@@ -523,6 +532,7 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
                     hosted: &hosted,
                     version,
                     offsets_partitions,
+                    catch_up_throttle,
                 },
             );
             drop(state);

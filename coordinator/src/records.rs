@@ -40,6 +40,8 @@ impl From<&PartitionState> for PartitionRecord {
             leader_epoch: s.leader_epoch,
             isr: s.isr.clone(),
             partition_epoch: s.partition_epoch,
+            adding_replicas: s.adding.clone(),
+            removing_replicas: s.removing.clone(),
         }
     }
 }
@@ -52,6 +54,8 @@ impl From<PartitionRecord> for PartitionState {
             leader_epoch: r.leader_epoch,
             isr: r.isr,
             partition_epoch: r.partition_epoch,
+            adding: r.adding_replicas,
+            removing: r.removing_replicas,
         }
     }
 }

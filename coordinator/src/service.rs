@@ -51,6 +51,9 @@ pub fn to_status(e: ServiceError) -> Status {
             Status::unavailable(format!("metadata store unavailable: {m}"))
         }
         ServiceError::Internal(m) => Status::internal(m),
+        ServiceError::ReassignmentInProgress(_) => Status::already_exists(e.to_string()),
+        ServiceError::NoReassignment => Status::not_found(e.to_string()),
+        ServiceError::InvalidPlan(_) => Status::invalid_argument(e.to_string()),
     }
 }
 
@@ -323,6 +326,35 @@ impl Admin for CoordinatorService {
             not_eligible,
         }))
     }
+
+    async fn execute_reassignment(
+        &self,
+        request: Request<pb::ExecuteReassignmentRequest>,
+    ) -> Result<Response<pb::ExecuteReassignmentResponse>, Status> {
+        let term = self.term()?;
+        let r = term
+            .execute_reassignment(request.into_inner())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(r))
+    }
+
+    async fn describe_reassignment(
+        &self,
+        _request: Request<pb::DescribeReassignmentRequest>,
+    ) -> Result<Response<pb::DescribeReassignmentResponse>, Status> {
+        let term = self.term()?;
+        Ok(Response::new(term.describe_reassignment()))
+    }
+
+    async fn cancel_reassignment(
+        &self,
+        _request: Request<pb::CancelReassignmentRequest>,
+    ) -> Result<Response<pb::CancelReassignmentResponse>, Status> {
+        let term = self.term()?;
+        let r = term.cancel_reassignment().await.map_err(to_status)?;
+        Ok(Response::new(r))
+    }
 }
 
 #[tonic::async_trait]
@@ -353,6 +385,9 @@ impl BrokerControl for CoordinatorService {
         let term = self.term()?;
         let req = request.into_inner();
         let accepted = term.heartbeat(req.broker_id, req.broker_epoch);
+        if accepted {
+            term.record_sizes(req.broker_id, &req.replica_sizes, req.all_replicas);
+        }
         Ok(Response::new(pb::BrokerHeartbeatResponse {
             coordinator_epoch: term.epoch,
             fenced: !accepted,
@@ -367,6 +402,16 @@ impl BrokerControl for CoordinatorService {
         let req = request.into_inner();
         let (topic, partition) = (req.topic.clone(), req.partition);
         let s = term.alter_isr(req).await.map_err(to_status)?;
+        if s.is_moving() {
+            // An added replica may have joined the ISR: finish its move now
+            // rather than at the next tick.
+            let t = std::sync::Arc::clone(&term);
+            tokio::spawn(async move {
+                if let Err(e) = t.drive_reassignment().await {
+                    tracing::debug!(error = %e, "reassignment pass after an ISR change failed");
+                }
+            });
+        }
         Ok(Response::new(pb::AlterIsrResponse {
             state: Some(pb::AssignedPartition {
                 topic,
@@ -376,6 +421,8 @@ impl BrokerControl for CoordinatorService {
                 leader_epoch: s.leader_epoch,
                 isr: s.isr,
                 partition_epoch: s.partition_epoch,
+                adding_replicas: s.adding,
+                removing_replicas: s.removing,
                 ..Default::default()
             }),
         }))

@@ -71,6 +71,8 @@ pub struct ClusterState {
     /// a snapshot of the map (for building a full push outside the state
     /// lock) is one cheap clone.
     pub topics: BTreeMap<String, Arc<TopicEntry>>,
+    /// The latest reassignment (running, or finished and kept for status).
+    pub reassignment: Option<Arc<crate::reassignment::Reassignment>>,
 }
 
 /// What loading found besides the state: keys to clean up.

@@ -34,6 +34,8 @@ use crate::store::{Compare, MetadataStore, StoreError, Txn, TxnOp, TxnOpResult};
 use crate::topic::OFFSETS_TOPIC;
 use crate::writer::{self, WriteError};
 
+mod reassign;
+
 /// Whether the leadership lease is fresh. Shared by the keep-alive task
 /// (which records renewals) and everything that acts.
 #[derive(Debug)]
@@ -129,6 +131,15 @@ pub enum ServiceError {
     /// A bug or corrupt data.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A reassignment is running or cancelling.
+    #[error("reassignment {0} is in progress; wait for it to finish or cancel it")]
+    ReassignmentInProgress(String),
+    /// Nothing to cancel.
+    #[error("no reassignment is in progress")]
+    NoReassignment,
+    /// Every problem of a reassignment plan; nothing was started.
+    #[error("invalid reassignment plan ({} problems): {}", .0.len(), .0.join("; "))]
+    InvalidPlan(Vec<String>),
 }
 
 impl From<WriteError> for ServiceError {
@@ -176,6 +187,7 @@ pub struct Term {
     pub(crate) pushers: Pushers,
     started: Instant,
     first_live_broker: Mutex<Option<Instant>>,
+    sizes: Mutex<reassign::SizeBook>,
 }
 
 fn random_u64() -> u64 {
@@ -228,19 +240,29 @@ impl Term {
                 TxnOp::get_prefix(keys.brokers()),
                 TxnOp::get_prefix(keys.topics()),
                 TxnOp::get_prefix(keys.all_partitions()),
+                TxnOp::get_prefix(keys.reassignments()),
             ]))
             .await?;
         let mut ranges = response.results.into_iter().map(|r| match r {
             TxnOpResult::Get(kvs) => kvs,
             _ => Vec::new(),
         });
-        let (brokers, topics, chunks) = (
+        let (brokers, topics, chunks, reassignment) = (
+            ranges.next().unwrap_or_default(),
             ranges.next().unwrap_or_default(),
             ranges.next().unwrap_or_default(),
             ranges.next().unwrap_or_default(),
         );
-        let (mut state, report) = ClusterState::load(&keys, &brokers, &topics, &chunks)
+        let (mut state, mut report) = ClusterState::load(&keys, &brokers, &topics, &chunks)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let reassignment: Vec<(Vec<u8>, Vec<u8>)> = reassignment
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        let (current, orphan_plans) = crate::reassignment::Reassignment::load(&keys, &reassignment)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        state.reassignment = current.map(Arc::new);
+        report.orphan_chunks.extend(orphan_plans);
         // The broker epoch of a live broker is the revision of its
         // registration write, which is the key's mod revision: live broker
         // keys are written only by registration.
@@ -283,6 +305,7 @@ impl Term {
             started: now,
             first_live_broker: Mutex::new(live_any.then_some(now)),
             state: Mutex::new(std::mem::take(&mut state)),
+            sizes: Mutex::new(reassign::SizeBook::default()),
         });
         if !report.orphan_chunks.is_empty() {
             tracing::info!(
@@ -788,6 +811,7 @@ impl Term {
             self.fence_broker(broker).await?;
         }
         self.maybe_create_offsets_topic().await?;
+        self.drive_reassignment().await?;
         if imbalance_due {
             self.auto_preferred_election().await?;
         }

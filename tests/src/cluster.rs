@@ -184,6 +184,7 @@ pub async fn register_and_heartbeat(
                     broker_id: id,
                     broker_epoch: *e,
                     coordinator_epoch: 0,
+                    ..Default::default()
                 };
                 match BrokerControlClient::new(channel(address))
                     .heartbeat(req)

@@ -12,6 +12,10 @@
 //! or a retry delay (200 ms for an epoch or partition the leader does not
 //! know yet, 1 s for NOT_LEADER, FENCED_LEADER_EPOCH and NOT_REPLICA).
 //!
+//! Replicas under a throttle ([`super::throttle`]) join a round only when
+//! their bucket has tokens, ask for at most that many bytes, and are
+//! charged for what the answer carried.
+//!
 //! The task never decides whom to follow: [`super::manager`] starts, feeds
 //! (a watch of the partition list) and stops fetchers as pushes change
 //! roles.
@@ -28,6 +32,7 @@ use tracing::debug;
 
 use super::manager::MetadataView;
 use super::partition::{FollowerPosition, Partition};
+use super::throttle::{ThrottleClass, Throttles};
 use crate::control::Backoff;
 use crate::state::Registration;
 
@@ -52,6 +57,8 @@ pub(crate) struct FetchContext {
     pub partition_max_bytes: u32,
     /// Largest answer decoded.
     pub max_message_bytes: usize,
+    /// Follower throttles (reassignment, catch-up).
+    pub throttles: Arc<Throttles>,
 }
 
 /// Runs the fetch loop for `leader` until cancelled.
@@ -69,18 +76,35 @@ pub(crate) async fn run(
         }
         let list = partitions.borrow_and_update().clone();
         let now = Instant::now();
-        let work: Vec<(Arc<Partition>, FollowerPosition)> = list
+        // Throttled replicas join a round only with an allowance, and ask
+        // for no more than it.
+        let mut throttled_wait = IDLE_RECHECK;
+        let work: Vec<Work> = list
             .iter()
             .filter_map(|p| {
-                p.follower_position(leader, now)
-                    .map(|pos| (Arc::clone(p), pos))
+                let pos = p.follower_position(leader, now)?;
+                let class = p.throttle_class(ctx.me);
+                let max_bytes = match class.map(|c| ctx.throttles.allowance(c, now)) {
+                    None | Some(Ok(None)) => ctx.partition_max_bytes,
+                    Some(Ok(Some(n))) => n.min(ctx.partition_max_bytes),
+                    Some(Err(wait)) => {
+                        throttled_wait = throttled_wait.min(wait);
+                        return None;
+                    }
+                };
+                Some(Work {
+                    partition: Arc::clone(p),
+                    pos,
+                    class,
+                    max_bytes,
+                })
             })
             .collect();
         if work.is_empty() {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 _ = partitions.changed() => {}
-                () = tokio::time::sleep(IDLE_RECHECK) => {}
+                () = tokio::time::sleep(throttled_wait) => {}
             }
             continue;
         }
@@ -118,13 +142,13 @@ pub(crate) async fn run(
             max_bytes: ctx.max_bytes,
             partitions: work
                 .iter()
-                .map(|(p, pos)| FetchPartition {
-                    topic: p.key().topic.clone(),
-                    partition: p.key().partition,
-                    fetch_offset: pos.fetch_offset,
-                    current_leader_epoch: pos.leader_epoch,
-                    last_fetched_epoch: pos.last_fetched_epoch,
-                    partition_max_bytes: ctx.partition_max_bytes,
+                .map(|w| FetchPartition {
+                    topic: w.partition.key().topic.clone(),
+                    partition: w.partition.key().partition,
+                    fetch_offset: w.pos.fetch_offset,
+                    current_leader_epoch: w.pos.leader_epoch,
+                    last_fetched_epoch: w.pos.last_fetched_epoch,
+                    partition_max_bytes: w.max_bytes,
                 })
                 .collect(),
         };
@@ -149,14 +173,20 @@ pub(crate) async fn run(
             }
         };
         backoff.reset();
+        let throttles = Arc::clone(&ctx.throttles);
         let applied = tokio::task::spawn_blocking(move || {
+            let now = Instant::now();
             for result in response.results {
-                let Some((p, pos)) = work.iter().find(|(p, _)| {
-                    p.key().topic == result.topic && p.key().partition == result.partition
+                let Some(w) = work.iter().find(|w| {
+                    w.partition.key().topic == result.topic
+                        && w.partition.key().partition == result.partition
                 }) else {
                     continue;
                 };
-                p.apply_fetch_result(leader, *pos, &result);
+                if let Some(class) = w.class {
+                    throttles.charge(class, result.records.len() as u64, now);
+                }
+                w.partition.apply_fetch_result(leader, w.pos, &result);
             }
         })
         .await;
@@ -164,6 +194,14 @@ pub(crate) async fn run(
             debug!(leader, error = %e, "applying a fetch answer failed");
         }
     }
+}
+
+/// One partition of a fetch round.
+struct Work {
+    partition: Arc<Partition>,
+    pos: FollowerPosition,
+    class: Option<ThrottleClass>,
+    max_bytes: u32,
 }
 
 async fn sleep(cancel: &CancellationToken, d: Duration) -> bool {

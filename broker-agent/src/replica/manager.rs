@@ -37,6 +37,7 @@ use super::alter_isr::AlterIsrClient;
 use super::fetcher::{self, FetchContext};
 use super::isr::IsrChange;
 use super::partition::{Partition, TopicSettings};
+use super::throttle::Throttles;
 use super::{Clock, ReplicationConfig, wall_clock_ms};
 use crate::partition::{PartitionKey, PartitionRecord};
 use crate::state::Registration;
@@ -148,6 +149,8 @@ pub struct ReplicaManager {
     /// Counts the pushes applied (roles in effect), for the group
     /// coordinator to follow leadership of the offsets partitions.
     applied: watch::Sender<u64>,
+    /// Follower fetch throttles, set by every push.
+    throttles: Arc<Throttles>,
 }
 
 impl ReplicaManager {
@@ -181,7 +184,22 @@ impl ReplicaManager {
             background: Mutex::new(None),
             cancel,
             applied: watch::Sender::new(0),
+            throttles: Arc::new(Throttles::default()),
         })
+    }
+
+    /// The follower fetch throttles.
+    pub fn throttles(&self) -> &Arc<Throttles> {
+        &self.throttles
+    }
+
+    /// Sizes of hosted replicas for the coordinator: all of them, or only
+    /// those a reassignment is moving. Blocking (reads each log's size).
+    pub fn replica_sizes(&self, all: bool) -> Vec<ballast_proto::v1::ReplicaSize> {
+        self.all()
+            .into_iter()
+            .filter_map(|p| p.size_report(self.me, all))
+            .collect()
     }
 
     /// This broker's id.
@@ -452,6 +470,7 @@ impl ReplicaManager {
                 max_bytes: self.config.replica_fetch_max_bytes,
                 partition_max_bytes: self.config.replica_fetch_partition_max_bytes,
                 max_message_bytes: max_message_bytes(&self.config),
+                throttles: Arc::clone(&self.throttles),
             };
             let task = tokio::spawn(fetcher::run(ctx, leader, rx, cancel.clone()));
             info!(leader, "started a fetcher");

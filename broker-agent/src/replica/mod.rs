@@ -54,6 +54,7 @@ pub mod fetcher;
 pub mod isr;
 pub mod manager;
 pub mod partition;
+pub mod throttle;
 
 use std::time::Duration;
 

@@ -371,6 +371,50 @@ impl Partition {
         lock(&self.state).record.clone()
     }
 
+    /// Which follower throttle applies to this replica on broker `me`, if
+    /// any: being added by a reassignment, or following from out of the
+    /// ISR. `None` when it leads or is in sync.
+    pub fn throttle_class(&self, me: i32) -> Option<super::throttle::ThrottleClass> {
+        let st = lock(&self.state);
+        if matches!(st.role, Role::Leader(_)) {
+            return None;
+        }
+        if st.record.adding_replicas.contains(&me) {
+            Some(super::throttle::ThrottleClass::Reassignment)
+        } else if !st.record.isr.contains(&me) {
+            Some(super::throttle::ThrottleClass::CatchUp)
+        } else {
+            None
+        }
+    }
+
+    /// This replica's size for the coordinator's reassignment progress and
+    /// balancing: `None` unless `all` or a reassignment moves the partition.
+    /// Blocking (reads the log's size).
+    pub fn size_report(&self, me: i32, all: bool) -> Option<ballast_proto::v1::ReplicaSize> {
+        let (moving, leader, log_end) = {
+            let st = lock(&self.state);
+            if st.closed {
+                return None;
+            }
+            (
+                !st.record.adding_replicas.is_empty() || !st.record.removing_replicas.is_empty(),
+                matches!(st.role, Role::Leader(_)) && st.record.leader == me,
+                st.log_end,
+            )
+        };
+        if !all && !moving {
+            return None;
+        }
+        Some(ballast_proto::v1::ReplicaSize {
+            topic: self.key.topic.clone(),
+            partition: self.key.partition,
+            size_bytes: read(&self.log).size_bytes(),
+            log_end_offset: log_end,
+            leader,
+        })
+    }
+
     /// The leader and ISR as this agent knows them: the leader's own
     /// committed ISR when it leads, else the pushed one.
     pub fn replicas_and_isr(&self) -> (Vec<i32>, Vec<i32>) {

@@ -156,6 +156,7 @@ impl DoubleService {
                                     isr: p.isr.clone(),
                                     partition_epoch: p.partition_epoch,
                                     configs: t.configs.clone().into_iter().collect(),
+                                    ..Default::default()
                                 })
                         })
                         .collect();
@@ -170,6 +171,7 @@ impl DoubleService {
                             removed: vec![],
                             version,
                             metadata: Some(metadata.clone()),
+                            ..Default::default()
                         },
                     )
                 })

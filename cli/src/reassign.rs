@@ -10,9 +10,16 @@
 //!   topics, partitions or brokers, duplicate replicas, wrong replica
 //!   counts, partitions listed twice) and lists every problem at once.
 //!
-//! Executing a plan (moving data, throttles, progress, cancel) is the
-//! coordinator's reassignment machinery, not built yet; `validate` is the
-//! check `execute` will run before anything moves.
+//! * `execute --plan plan.json [--throttle 50MiB/s] [--max-moves-per-broker N]
+//!   [--max-moves N] [--wait]` hands the plan to the coordinator, which
+//!   validates it whole, persists it and moves partitions (add replicas,
+//!   catch up under the throttle, move leadership, drop old replicas);
+//! * `status [--watch]` shows each partition's progress (bytes copied, rate,
+//!   ETA); on a terminal `--watch` (and `execute --wait`) draws a progress
+//!   bar on stderr until the reassignment ends;
+//! * `verify` says complete, in progress, cancelled or failed (failed exits
+//!   non-zero);
+//! * `cancel` returns unfinished partitions to their original replicas.
 //!
 //! Plans are parsed here ([`parse_plan`], pure): the file is the user's, so
 //! every field is checked and named in errors.
@@ -20,9 +27,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use ballast_assignor::{BrokerMetadata, PartitionReplicas, propose_reassignment, validate_plan};
-use ballast_client::admin::PartitionFilter;
+use ballast_client::admin::{
+    AdminClient, DescribeReassignmentResponse, ExecuteReassignmentRequest, PartitionFilter,
+    PartitionMoveState, ReassignmentPartition,
+};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -38,6 +51,95 @@ pub enum ReassignCommand {
     /// Check a reassignment plan (Kafka's JSON) against the cluster and
     /// list every problem.
     Validate(ValidateArgs),
+    /// Start moving partitions as a plan says (validated whole and
+    /// persisted by the coordinator first).
+    Execute(ExecuteArgs),
+    /// Per-partition progress of the latest reassignment.
+    Status(StatusArgs),
+    /// Whether the latest reassignment is complete, in progress, cancelled
+    /// or failed (failed exits non-zero).
+    Verify(VerifyArgs),
+    /// Return the partitions that have not finished to their original
+    /// replicas.
+    Cancel(VerifyArgs),
+}
+
+/// Flags of `ballast reassign execute`.
+#[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    /// The plan file (Kafka's reassignment JSON).
+    #[arg(long)]
+    plan: PathBuf,
+    /// Replication throttle for the replicas being added, per broker:
+    /// `50MiB/s`, `10MB/s`, `1048576` (bytes/s). Removed automatically
+    /// when the reassignment ends. Default: unthrottled.
+    #[arg(long, value_parser = parse_rate)]
+    throttle: Option<u64>,
+    /// Moves in flight at once that involve one broker (default: the
+    /// coordinator's, 5).
+    #[arg(long)]
+    max_moves_per_broker: Option<u32>,
+    /// Moves in flight at once in the cluster (default: the coordinator's,
+    /// 50).
+    #[arg(long)]
+    max_moves: Option<u32>,
+    /// Wait until the reassignment ends, showing progress on a terminal.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Flags of `ballast reassign status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Keep watching until the reassignment ends (progress bar on a
+    /// terminal).
+    #[arg(long)]
+    watch: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Flags of `ballast reassign verify` and `cancel`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Parses a byte rate: a number of bytes per second, optionally with a
+/// unit (`B`, `KB`, `MB`, `GB` powers of 1000; `KiB`, `MiB`, `GiB` powers
+/// of 1024) and an optional `/s`.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate (e.g. 50MiB/s)"))?;
+    let scale: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "{other:?}: unknown unit (B, KB, MB, GB, KiB, MiB, GiB)"
+            ));
+        }
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?}: a rate must be at least 1 byte/s"));
+    }
+    Ok(bytes as u64)
 }
 
 /// Flags of `ballast reassign generate`.
@@ -138,10 +240,80 @@ pub fn run(cmd: ReassignCommand) -> Result<String> {
                 })
             })
         }
+        ReassignCommand::Execute(args) => {
+            let plan = read_plan(&args.plan)?;
+            block_on(args.connect, |admin, format| async move {
+                let request = ExecuteReassignmentRequest {
+                    partitions: plan
+                        .into_iter()
+                        .map(|p| ReassignmentPartition {
+                            topic: p.topic,
+                            partition: p.partition,
+                            replicas: p.replicas,
+                        })
+                        .collect(),
+                    throttle_bytes_per_sec: args.throttle.unwrap_or(0),
+                    max_moves_per_broker: args.max_moves_per_broker.unwrap_or(0),
+                    max_moves: args.max_moves.unwrap_or(0),
+                    validate_only: false,
+                };
+                let r = admin.execute_reassignment(request).await?;
+                let mut out = match format {
+                    Format::Table => format!(
+                        "Started reassignment {}: {} partitions move ({} replicas to copy), {} already in place.\n",
+                        r.id, r.partitions, r.replica_moves, r.unchanged
+                    ),
+                    Format::Json => format!(
+                        "{}\n",
+                        json!({"id": r.id, "partitions": r.partitions, "replica_moves": r.replica_moves, "unchanged": r.unchanged})
+                    ),
+                };
+                if args.wait {
+                    let done = watch(&admin).await?;
+                    out.push_str(&match format {
+                        Format::Table => verify_text(&done)?,
+                        Format::Json => status_json(&done),
+                    });
+                }
+                Ok(out)
+            })
+        }
+        ReassignCommand::Status(args) => block_on(args.connect, |admin, format| async move {
+            let r = if args.watch {
+                watch(&admin).await?
+            } else {
+                admin.describe_reassignment().await?
+            };
+            Ok(match format {
+                Format::Table => status_text(&r),
+                Format::Json => status_json(&r),
+            })
+        }),
+        ReassignCommand::Verify(args) => block_on(args.connect, |admin, format| async move {
+            let r = admin.describe_reassignment().await?;
+            match format {
+                Format::Table => verify_text(&r),
+                Format::Json => {
+                    verify_text(&r)?;
+                    Ok(status_json(&r))
+                }
+            }
+        }),
+        ReassignCommand::Cancel(args) => block_on(args.connect, |admin, format| async move {
+            let r = admin.cancel_reassignment().await?;
+            Ok(match format {
+                Format::Table => format!(
+                    "Cancel requested: {} partitions go back to (or stay on) their original replicas, {} are complete.\n",
+                    r.cancelled, r.complete
+                ),
+                Format::Json => format!(
+                    "{}\n",
+                    json!({"cancelled": r.cancelled, "complete": r.complete})
+                ),
+            })
+        }),
         ReassignCommand::Validate(args) => {
-            let text = std::fs::read_to_string(&args.plan)
-                .with_context(|| format!("cannot read {}", args.plan.display()))?;
-            let plan = parse_plan(&text).with_context(|| format!("{}", args.plan.display()))?;
+            let plan = read_plan(&args.plan)?;
             block_on(args.connect, |admin, format| async move {
                 let brokers: BTreeSet<i32> = admin
                     .list_brokers()
@@ -192,6 +364,231 @@ pub fn run(cmd: ReassignCommand) -> Result<String> {
             })
         }
     }
+}
+
+fn read_plan(path: &PathBuf) -> Result<Vec<PartitionReplicas>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_plan(&text).with_context(|| format!("{}", path.display()))
+}
+
+fn state_name(s: i32) -> &'static str {
+    match PartitionMoveState::try_from(s).unwrap_or(PartitionMoveState::Unspecified) {
+        PartitionMoveState::Pending => "pending",
+        PartitionMoveState::Moving => "moving",
+        PartitionMoveState::Complete => "complete",
+        PartitionMoveState::Cancelled => "cancelled",
+        PartitionMoveState::Failed => "failed",
+        PartitionMoveState::Reverting => "reverting",
+        PartitionMoveState::Unspecified => "unknown",
+    }
+}
+
+fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Totals over a reassignment: (partitions final, partitions, bytes copied,
+/// bytes total, rate).
+fn totals(r: &DescribeReassignmentResponse) -> (usize, usize, u64, u64, f64) {
+    let done = r
+        .partitions
+        .iter()
+        .filter(|p| {
+            matches!(
+                PartitionMoveState::try_from(p.state),
+                Ok(PartitionMoveState::Complete
+                    | PartitionMoveState::Cancelled
+                    | PartitionMoveState::Failed)
+            )
+        })
+        .count();
+    let copied = r.partitions.iter().map(|p| p.bytes_copied).sum();
+    let total = r.partitions.iter().map(|p| p.bytes_total).sum();
+    let rate = r.partitions.iter().map(|p| p.bytes_per_sec).sum();
+    (done, r.partitions.len(), copied, total, rate)
+}
+
+/// One line with a progress bar (for a terminal).
+fn progress_line(r: &DescribeReassignmentResponse) -> String {
+    let (done, n, copied, total, rate) = totals(r);
+    let fraction = if total > 0 {
+        copied as f64 / total as f64
+    } else if n > 0 {
+        done as f64 / n as f64
+    } else {
+        1.0
+    };
+    let width = 30;
+    let filled = ((fraction * width as f64).round() as usize).min(width);
+    let eta = if rate > 0.0 && total > copied {
+        format!(" ETA {:.0}s", (total - copied) as f64 / rate)
+    } else {
+        String::new()
+    };
+    format!(
+        "[{}{}] {:>3.0}% {done}/{n} partitions, {} of {}, {}/s{eta}",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        fraction * 100.0,
+        human_bytes(copied as f64),
+        human_bytes(total as f64),
+        human_bytes(rate)
+    )
+}
+
+/// The status table.
+fn status_text(r: &DescribeReassignmentResponse) -> String {
+    if !r.exists {
+        return "No reassignment has been started.\n".into();
+    }
+    let mut out = format!(
+        "Reassignment {} is {} (throttle {}, at most {} moves per broker, {} in total).\n",
+        r.id,
+        r.state,
+        if r.throttle_bytes_per_sec == 0 {
+            "none".to_owned()
+        } else {
+            format!("{}/s", human_bytes(r.throttle_bytes_per_sec as f64))
+        },
+        r.max_moves_per_broker,
+        r.max_moves
+    );
+    let mut table = crate::table::Table::new([
+        "PARTITION",
+        "STATE",
+        "FROM",
+        "TO",
+        "COPIED",
+        "RATE",
+        "ETA",
+        "DETAIL",
+    ]);
+    let list = |v: &[i32]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for p in &r.partitions {
+        let eta = if p.bytes_per_sec > 0.0 && p.bytes_total > p.bytes_copied {
+            format!(
+                "{:.0}s",
+                (p.bytes_total - p.bytes_copied) as f64 / p.bytes_per_sec
+            )
+        } else {
+            "-".into()
+        };
+        table.row([
+            format!("{}-{}", p.topic, p.partition),
+            state_name(p.state).into(),
+            list(&p.original),
+            list(&p.target),
+            format!(
+                "{}/{}",
+                human_bytes(p.bytes_copied as f64),
+                human_bytes(p.bytes_total as f64)
+            ),
+            format!("{}/s", human_bytes(p.bytes_per_sec)),
+            eta,
+            p.detail.clone(),
+        ]);
+    }
+    out.push_str(&table.render());
+    out.push_str(&progress_line(r));
+    out.push('\n');
+    out
+}
+
+fn status_json(r: &DescribeReassignmentResponse) -> String {
+    let parts: Vec<Value> = r
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "topic": p.topic, "partition": p.partition, "state": state_name(p.state),
+                "original": p.original, "target": p.target, "replicas": p.replicas,
+                "bytes_copied": p.bytes_copied, "bytes_total": p.bytes_total,
+                "bytes_per_sec": p.bytes_per_sec, "detail": p.detail,
+            })
+        })
+        .collect();
+    let v = json!({
+        "exists": r.exists, "id": r.id, "state": r.state,
+        "throttle_bytes_per_sec": r.throttle_bytes_per_sec,
+        "max_moves_per_broker": r.max_moves_per_broker, "max_moves": r.max_moves,
+        "created_ms": r.created_ms, "finished_ms": r.finished_ms, "partitions": parts,
+    });
+    format!("{v}\n")
+}
+
+/// Polls until the reassignment ends, drawing progress on stderr when it is
+/// a terminal. Returns the final description.
+async fn watch(admin: &AdminClient) -> Result<DescribeReassignmentResponse> {
+    let tty = std::io::stderr().is_terminal();
+    loop {
+        let r = admin.describe_reassignment().await?;
+        let running = r.exists && (r.state == "running" || r.state == "cancelling");
+        if tty {
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\r\x1b[2K{}", progress_line(&r));
+            if !running {
+                let _ = writeln!(err);
+            }
+            let _ = err.flush();
+        }
+        if !running {
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `verify`: an overall verdict and the partitions that are not complete.
+fn verify_text(r: &DescribeReassignmentResponse) -> Result<String> {
+    if !r.exists {
+        return Ok("No reassignment has been started.\n".into());
+    }
+    let failed: Vec<String> = r
+        .partitions
+        .iter()
+        .filter(|p| p.state == PartitionMoveState::Failed as i32)
+        .map(|p| format!("  {}-{}: {}", p.topic, p.partition, p.detail))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "reassignment {} failed for {} partition(s):\n{}",
+            r.id,
+            failed.len(),
+            failed.join("\n")
+        );
+    }
+    let (done, n, ..) = totals(r);
+    Ok(match r.state.as_str() {
+        "completed" => format!(
+            "Reassignment {} is complete: {n} partitions on their target replicas; throttles removed.\n",
+            r.id
+        ),
+        "cancelled" => format!(
+            "Reassignment {} was cancelled: partitions not finished are on their original replicas.\n",
+            r.id
+        ),
+        state => format!(
+            "Reassignment {} is in progress ({state}): {done} of {n} partitions finished.\n",
+            r.id
+        ),
+    })
 }
 
 /// A plan as Kafka's reassignment JSON (one line).
@@ -264,6 +661,44 @@ mod tests {
             r#"{"partitions":[{"partition":0,"replicas":[1,2,3],"topic":"t1"},{"partition":1,"replicas":[2,3,1],"topic":"t1"}],"version":1}"#
         );
         assert_eq!(parse_plan(&plan_json(&plan)).unwrap(), plan);
+    }
+
+    #[test]
+    fn rates_parse_with_units() {
+        assert_eq!(parse_rate("50MiB/s"), Ok(50 << 20));
+        assert_eq!(parse_rate("10MB/s"), Ok(10_000_000));
+        assert_eq!(parse_rate("1048576"), Ok(1 << 20));
+        assert_eq!(parse_rate("1.5 KiB/s"), Ok(1536));
+        assert!(parse_rate("fast").is_err());
+        assert!(
+            parse_rate("5 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("-3MB/s").is_err());
+    }
+
+    #[test]
+    fn progress_line_shows_bytes_and_eta() {
+        let r = DescribeReassignmentResponse {
+            exists: true,
+            state: "running".into(),
+            partitions: vec![ballast_client::admin::PartitionMoveProgress {
+                state: PartitionMoveState::Moving as i32,
+                bytes_total: 4 << 20,
+                bytes_copied: 1 << 20,
+                bytes_per_sec: (1 << 20) as f64,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let line = progress_line(&r);
+        assert!(line.starts_with("[########"), "{line}");
+        assert!(
+            line.contains(" 25% 0/1 partitions, 1.0 MiB of 4.0 MiB, 1.0 MiB/s ETA 3s"),
+            "{line}"
+        );
     }
 
     #[test]

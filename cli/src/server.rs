@@ -59,6 +59,17 @@ pub struct CoordinatorArgs {
     /// Full push to every agent at least this often.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     full_sync_interval: Duration,
+    /// Default bound of reassignment moves in flight involving one broker
+    /// (`reassign execute --max-moves-per-broker` overrides it per plan).
+    #[arg(long, default_value_t = 5)]
+    reassignment_max_moves_per_broker: u32,
+    /// Default bound of reassignment moves in flight in the cluster.
+    #[arg(long, default_value_t = 50)]
+    reassignment_max_moves: u32,
+    /// Throttle for followers out of the ISR catching up (e.g. a broker back
+    /// from a long outage), per broker: `50MiB/s`; default unthrottled.
+    #[arg(long, value_parser = crate::reassign::parse_rate)]
+    catch_up_throttle: Option<u64>,
 }
 
 /// Install the stderr logger (RUST_LOG overrides the default `info`).
@@ -133,6 +144,9 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<String> {
         config.offsets_replication_factor = args.offsets_replication_factor;
         config.leader_imbalance_check_interval = args.leader_imbalance_check_interval;
         config.full_sync_interval = args.full_sync_interval;
+        config.reassignment_max_moves_per_broker = args.reassignment_max_moves_per_broker;
+        config.reassignment_max_moves = args.reassignment_max_moves;
+        config.catch_up_throttle_bytes_per_sec = args.catch_up_throttle.unwrap_or(0);
         let coordinator = Coordinator::new(config, store)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         println!("coordinator listening on {advertised}");

@@ -34,6 +34,11 @@ pub use ballast_proto::v1::{
     GetClusterInfoResponse as ClusterInfo, PartitionDescription, PartitionFilter, TopicDescription,
     TopicSummary,
 };
+use ballast_proto::v1::{CancelReassignmentRequest, DescribeReassignmentRequest};
+pub use ballast_proto::v1::{
+    CancelReassignmentResponse, DescribeReassignmentResponse, ExecuteReassignmentRequest,
+    ExecuteReassignmentResponse, PartitionMoveProgress, PartitionMoveState, ReassignmentPartition,
+};
 use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
@@ -333,6 +338,53 @@ impl AdminClient {
                     topic: topic.unwrap_or_default().to_owned(),
                 },
                 |mut c: Grpc, r| async move { c.elect_preferred_leaders(r).await },
+            )
+            .await?;
+        Ok(resp)
+    }
+
+    /// Starts a partition reassignment. The coordinator validates the whole
+    /// plan (an `InvalidArgument` error lists every problem, nothing
+    /// started) and persists it before anything moves. Not repeated after
+    /// a timeout: a second try of an accepted plan answers that a
+    /// reassignment is in progress.
+    pub async fn execute_reassignment(
+        &self,
+        request: ExecuteReassignmentRequest,
+    ) -> Result<ExecuteReassignmentResponse, ClientError> {
+        let (_, resp) = self
+            .call(
+                "ExecuteReassignment",
+                CallKind::Mutating,
+                request,
+                |mut c: Grpc, r| async move { c.execute_reassignment(r).await },
+            )
+            .await?;
+        Ok(resp)
+    }
+
+    /// The latest reassignment and the progress of each partition.
+    pub async fn describe_reassignment(&self) -> Result<DescribeReassignmentResponse, ClientError> {
+        let (_, resp) = self
+            .call(
+                "DescribeReassignment",
+                CallKind::ReadOnly,
+                DescribeReassignmentRequest {},
+                |mut c: Grpc, r| async move { c.describe_reassignment(r).await },
+            )
+            .await?;
+        Ok(resp)
+    }
+
+    /// Cancels the running reassignment: partitions not finished go back
+    /// to their original replicas.
+    pub async fn cancel_reassignment(&self) -> Result<CancelReassignmentResponse, ClientError> {
+        let (_, resp) = self
+            .call(
+                "CancelReassignment",
+                CallKind::Mutating,
+                CancelReassignmentRequest {},
+                |mut c: Grpc, r| async move { c.cancel_reassignment(r).await },
             )
             .await?;
         Ok(resp)

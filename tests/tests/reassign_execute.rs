@@ -8,7 +8,10 @@
 //!   the persisted plan and the moves in flight and completes them;
 //! * cancel returns unfinished partitions to their original replicas;
 //! * decommissioning a broker empties it, and no partition is
-//!   under-replicated for longer than a catch-up.
+//!   under-replicated for longer than a catch-up;
+//! * moving a `__consumer_offsets` partition moves its group coordinator:
+//!   the group keeps its committed offsets and the member carries on with
+//!   the new coordinator by itself.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,11 +19,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ballast_client::consumer::{Consumer, ConsumerConfig, StartPosition};
+use ballast_client::consumer::{Consumer, ConsumerConfig, OffsetReset, StartPosition};
+use ballast_client::group::{GroupConfig, GroupConsumer};
 use ballast_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use ballast_proto::v1::{self as pb};
 use ballast_tests::cluster::{
-    describe_partition, find_active, on_active, start_agent, start_coordinator, wait_live_brokers,
+    committed_offsets, describe_partition, find_active, group_coordinator, on_active, start_agent,
+    start_coordinator, wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually, run_ballast};
@@ -544,4 +549,91 @@ async fn decommissioned_broker_ends_empty_without_under_replication() {
         (left == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_an_offsets_partition_moves_its_group_coordinator_cleanly() {
+    let cluster = Cluster::start("reassign-offsets", 1, 4).await;
+    let topic = "events";
+    cluster.create(topic, &[vec![1, 2, 3]]).await;
+    let producer = producer(cluster.bootstrap());
+    fill(&producer, topic, 0, 50, 100).await;
+    let group_id = "reassigned-group";
+    let mut group = GroupConfig::new(group_id);
+    group.session_timeout = Duration::from_secs(10);
+    group.auto_commit = false;
+    let mut member = GroupConsumer::connect(
+        cluster.bootstrap(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        },
+        group,
+    )
+    .unwrap();
+    member.subscribe(&[topic.to_owned()]).unwrap();
+    let mut seen = 0;
+    let deadline = Instant::now() + WAIT;
+    while seen < 50 && Instant::now() < deadline {
+        seen += member.poll(Duration::from_millis(300)).await.unwrap().len();
+    }
+    assert_eq!(seen, 50);
+    member.commit_sync().await.unwrap();
+    let (old_leader, old_address) = group_coordinator(&cluster.bootstrap(), group_id)
+        .await
+        .unwrap();
+    let before = committed_offsets(&old_address, group_id).await.unwrap();
+    assert_eq!(before[&(topic.to_owned(), 0)].0, 50);
+
+    // Move the group's offsets partition off its leader onto the broker
+    // that holds no replica of it, which leads it afterwards.
+    let p = ballast_assignor::coordinator_partition(group_id, 3).unwrap();
+    let d = describe_partition(&cluster.addrs, "__consumer_offsets", p, WAIT).await;
+    assert_eq!(d.leader, old_leader);
+    let spare = (1..=4).find(|b| !d.replicas.contains(b)).unwrap();
+    let mut target = vec![spare];
+    target.extend(d.replicas.iter().copied().filter(|b| *b != old_leader));
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_file(dir.path(), "__consumer_offsets", &[(p, target.clone())]);
+    let out = ballast_ok(args(&[
+        "reassign",
+        "execute",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--wait",
+        "--coordinator",
+        &cluster.coordinator_flag(),
+    ]))
+    .await;
+    assert!(out.contains("is complete"), "{out}");
+    let (new_leader, new_address) = eventually("the new coordinator answers", WAIT, || async {
+        group_coordinator(&cluster.bootstrap(), group_id)
+            .await
+            .filter(|(b, _)| *b == spare)
+    })
+    .await;
+    assert_ne!(new_leader, old_leader);
+    // It replayed the offsets partition: the committed offset is there.
+    let after = eventually("offsets loaded", WAIT, || {
+        committed_offsets(&new_address, group_id)
+    })
+    .await;
+    assert_eq!(after, before);
+
+    // The member finds the new coordinator by itself and goes on.
+    fill(&producer, topic, 0, 20, 100).await;
+    let mut more = 0;
+    let deadline = Instant::now() + WAIT;
+    while more < 20 && Instant::now() < deadline {
+        more += member.poll(Duration::from_millis(300)).await.unwrap().len();
+    }
+    assert_eq!(more, 20);
+    let deadline = Instant::now() + WAIT;
+    while let Err(e) = member.commit_sync().await {
+        assert!(Instant::now() < deadline, "commit never succeeded: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let now = committed_offsets(&new_address, group_id).await.unwrap();
+    assert_eq!(now[&(topic.to_owned(), 0)].0, 70);
+    member.close().await.unwrap();
 }

@@ -51,6 +51,9 @@ pub enum Error {
     /// Two topics of one metadata snapshot share a name.
     #[error("Duplicate topic {0:?} in the topic metadata.")]
     DuplicateTopic(String),
+    /// A balancing request the balancer cannot serve.
+    #[error("Invalid balancing request: {0}.")]
+    InvalidBalance(String),
     /// A subscription names a topic id outside the metadata table.
     #[error(
         "Member {member:?} subscribes to topic id {topic_id}, which is outside the topic table of {topics} topics."
@@ -81,7 +84,8 @@ impl Error {
             | Error::DuplicateTopic(_)
             | Error::UnknownTopicId { .. }
             | Error::TooLarge { .. }
-            | Error::TooManyPartitions { .. } => None,
+            | Error::TooManyPartitions { .. }
+            | Error::InvalidBalance(_) => None,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod leader;
 pub mod placement;
 pub mod range;
 pub mod reassign;
+pub mod rebalance;
 
 pub use coordinator::{
     DEFAULT_OFFSETS_PARTITIONS, coordinator_partition, kafka_coordinator_partition,

@@ -111,6 +111,8 @@ pub fn cluster_status_text(status: &ClusterStatus) -> String {
     ]);
     summary.row(["topics:".to_owned(), info.topics.to_string()]);
     summary.row(["partitions:".to_owned(), info.partitions.to_string()]);
+    summary.row(["reassignment:".to_owned(), or_dash(&info.reassignment)]);
+    summary.row(["auto-balance:".to_owned(), or_dash(&info.auto_balance)]);
     out.push_str(&summary.render());
     out
 }
@@ -139,6 +141,8 @@ pub fn cluster_status_json(status: &ClusterStatus) -> String {
         "brokers": { "live": info.live_brokers, "fenced": info.fenced_brokers },
         "topics": info.topics,
         "partitions": info.partitions,
+        "reassignment": info.reassignment,
+        "auto_balance": info.auto_balance,
         "problems": {
             "offline": problem(&status.offline),
             "under_min_isr": problem(&status.under_min_isr),
@@ -651,6 +655,8 @@ mod tests {
                 offline_partitions: 1,
                 under_replicated_partitions: 2,
                 under_min_isr_partitions: 2,
+                reassignment: "r-1 running: 1 of 4 partitions finished".into(),
+                auto_balance: "off".into(),
             },
             brokers: vec![
                 broker(1, "", false),
@@ -684,7 +690,9 @@ mod tests {
              active coordinator:  10.0.0.9:9410 (epoch 7)\n\
              brokers:             2 live, 1 fenced\n\
              topics:              1\n\
-             partitions:          3\n"
+             partitions:          3\n\
+             reassignment:        r-1 running: 1 of 4 partitions finished\n\
+             auto-balance:        off\n"
         );
     }
 

@@ -14,6 +14,7 @@
 mod admin;
 mod agent;
 mod assign;
+mod balance;
 mod data;
 mod format;
 mod group_format;
@@ -65,6 +66,10 @@ enum Command {
     /// proposal, validate a plan against the cluster.
     #[command(subcommand)]
     Reassign(reassign::ReassignCommand),
+    /// The rebalancer: propose a plan that evens out replicas, leaders or
+    /// disk per broker (draining or filling brokers), and apply it.
+    #[command(subcommand)]
+    Balance(balance::BalanceCommand),
 }
 
 /// Exit code for arguments clap refuses (clap's own convention).
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => data::consume(args),
         Command::Groups(cmd) => groups::run(cmd),
         Command::Reassign(cmd) => reassign::run(cmd),
+        Command::Balance(cmd) => balance::run(cmd),
     };
     match result {
         Ok(out) => write_stdout(&out),

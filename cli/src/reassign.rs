@@ -70,6 +70,15 @@ pub struct ExecuteArgs {
     /// The plan file (Kafka's reassignment JSON).
     #[arg(long)]
     plan: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// How a plan runs (shared by `reassign execute` and `balance apply`).
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Replication throttle for the replicas being added, per broker:
     /// `50MiB/s`, `10MB/s`, `1048576` (bytes/s). Removed automatically
     /// when the reassignment ends. Default: unthrottled.
@@ -86,8 +95,42 @@ pub struct ExecuteArgs {
     /// Wait until the reassignment ends, showing progress on a terminal.
     #[arg(long)]
     wait: bool,
-    #[command(flatten)]
-    connect: ConnectArgs,
+}
+
+/// Starts a reassignment of `partitions` and, with `--wait`, follows it to
+/// its end.
+pub(crate) async fn execute(
+    admin: &AdminClient,
+    format: Format,
+    partitions: Vec<ReassignmentPartition>,
+    run: &RunArgs,
+) -> Result<String> {
+    let request = ExecuteReassignmentRequest {
+        partitions,
+        throttle_bytes_per_sec: run.throttle.unwrap_or(0),
+        max_moves_per_broker: run.max_moves_per_broker.unwrap_or(0),
+        max_moves: run.max_moves.unwrap_or(0),
+        validate_only: false,
+    };
+    let r = admin.execute_reassignment(request).await?;
+    let mut out = match format {
+        Format::Table => format!(
+            "Started reassignment {}: {} partitions move ({} replicas to copy), {} already in place.\n",
+            r.id, r.partitions, r.replica_moves, r.unchanged
+        ),
+        Format::Json => format!(
+            "{}\n",
+            json!({"id": r.id, "partitions": r.partitions, "replica_moves": r.replica_moves, "unchanged": r.unchanged})
+        ),
+    };
+    if run.wait {
+        let done = watch(admin).await?;
+        out.push_str(&match format {
+            Format::Table => verify_text(&done)?,
+            Format::Json => status_json(&done),
+        });
+    }
+    Ok(out)
 }
 
 /// Flags of `ballast reassign status`.
@@ -243,39 +286,15 @@ pub fn run(cmd: ReassignCommand) -> Result<String> {
         ReassignCommand::Execute(args) => {
             let plan = read_plan(&args.plan)?;
             block_on(args.connect, |admin, format| async move {
-                let request = ExecuteReassignmentRequest {
-                    partitions: plan
-                        .into_iter()
-                        .map(|p| ReassignmentPartition {
-                            topic: p.topic,
-                            partition: p.partition,
-                            replicas: p.replicas,
-                        })
-                        .collect(),
-                    throttle_bytes_per_sec: args.throttle.unwrap_or(0),
-                    max_moves_per_broker: args.max_moves_per_broker.unwrap_or(0),
-                    max_moves: args.max_moves.unwrap_or(0),
-                    validate_only: false,
-                };
-                let r = admin.execute_reassignment(request).await?;
-                let mut out = match format {
-                    Format::Table => format!(
-                        "Started reassignment {}: {} partitions move ({} replicas to copy), {} already in place.\n",
-                        r.id, r.partitions, r.replica_moves, r.unchanged
-                    ),
-                    Format::Json => format!(
-                        "{}\n",
-                        json!({"id": r.id, "partitions": r.partitions, "replica_moves": r.replica_moves, "unchanged": r.unchanged})
-                    ),
-                };
-                if args.wait {
-                    let done = watch(&admin).await?;
-                    out.push_str(&match format {
-                        Format::Table => verify_text(&done)?,
-                        Format::Json => status_json(&done),
-                    });
-                }
-                Ok(out)
+                let partitions = plan
+                    .into_iter()
+                    .map(|p| ReassignmentPartition {
+                        topic: p.topic,
+                        partition: p.partition,
+                        replicas: p.replicas,
+                    })
+                    .collect();
+                execute(&admin, format, partitions, &args.run).await
             })
         }
         ReassignCommand::Status(args) => block_on(args.connect, |admin, format| async move {
@@ -366,7 +385,7 @@ pub fn run(cmd: ReassignCommand) -> Result<String> {
     }
 }
 
-fn read_plan(path: &PathBuf) -> Result<Vec<PartitionReplicas>> {
+pub(crate) fn read_plan(path: &PathBuf) -> Result<Vec<PartitionReplicas>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse_plan(&text).with_context(|| format!("{}", path.display()))
@@ -384,7 +403,7 @@ fn state_name(s: i32) -> &'static str {
     }
 }
 
-fn human_bytes(b: f64) -> String {
+pub(crate) fn human_bytes(b: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b;
     let mut u = 0;
@@ -511,7 +530,7 @@ fn status_text(r: &DescribeReassignmentResponse) -> String {
     out
 }
 
-fn status_json(r: &DescribeReassignmentResponse) -> String {
+pub(crate) fn status_json(r: &DescribeReassignmentResponse) -> String {
     let parts: Vec<Value> = r
         .partitions
         .iter()
@@ -535,7 +554,7 @@ fn status_json(r: &DescribeReassignmentResponse) -> String {
 
 /// Polls until the reassignment ends, drawing progress on stderr when it is
 /// a terminal. Returns the final description.
-async fn watch(admin: &AdminClient) -> Result<DescribeReassignmentResponse> {
+pub(crate) async fn watch(admin: &AdminClient) -> Result<DescribeReassignmentResponse> {
     let tty = std::io::stderr().is_terminal();
     loop {
         let r = admin.describe_reassignment().await?;
@@ -556,7 +575,7 @@ async fn watch(admin: &AdminClient) -> Result<DescribeReassignmentResponse> {
 }
 
 /// `verify`: an overall verdict and the partitions that are not complete.
-fn verify_text(r: &DescribeReassignmentResponse) -> Result<String> {
+pub(crate) fn verify_text(r: &DescribeReassignmentResponse) -> Result<String> {
     if !r.exists {
         return Ok("No reassignment has been started.\n".into());
     }

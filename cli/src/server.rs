@@ -70,6 +70,27 @@ pub struct CoordinatorArgs {
     /// from a long outage), per broker: `50MiB/s`; default unthrottled.
     #[arg(long, value_parser = crate::reassign::parse_rate)]
     catch_up_throttle: Option<u64>,
+    /// Continuous balancing: when a broker joins empty, a broker has been
+    /// down longer than --auto-balance-grace, or replica counts drift past
+    /// --auto-balance-threshold, propose and execute a plan by itself.
+    #[arg(long)]
+    auto_balance: bool,
+    /// At most one automatic reassignment this often.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    auto_balance_interval: Duration,
+    /// How often the continuous balancer looks at the cluster.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    auto_balance_check_interval: Duration,
+    /// Drain a broker that has been down (fenced) this long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    auto_balance_grace: Duration,
+    /// Rebalance when replica counts per broker spread (max - min) past this
+    /// percentage of the mean.
+    #[arg(long, default_value_t = 10)]
+    auto_balance_threshold: u32,
+    /// Throttle of automatic reassignments, per broker (`50MiB/s`).
+    #[arg(long, value_parser = crate::reassign::parse_rate)]
+    auto_balance_throttle: Option<u64>,
 }
 
 /// Install the stderr logger (RUST_LOG overrides the default `info`).
@@ -147,6 +168,12 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<String> {
         config.reassignment_max_moves_per_broker = args.reassignment_max_moves_per_broker;
         config.reassignment_max_moves = args.reassignment_max_moves;
         config.catch_up_throttle_bytes_per_sec = args.catch_up_throttle.unwrap_or(0);
+        config.auto_balance = args.auto_balance;
+        config.auto_balance_interval = args.auto_balance_interval;
+        config.auto_balance_check_interval = args.auto_balance_check_interval;
+        config.auto_balance_grace = args.auto_balance_grace;
+        config.auto_balance_threshold_percent = args.auto_balance_threshold;
+        config.auto_balance_throttle_bytes_per_sec = args.auto_balance_throttle.unwrap_or(0);
         let coordinator = Coordinator::new(config, store)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         println!("coordinator listening on {advertised}");

@@ -30,6 +30,9 @@ use ballast_proto::v1::{
     ListBrokersRequest, ListTopicsRequest, ReplicaList,
 };
 pub use ballast_proto::v1::{
+    BalanceGoal, BrokerUsage, ProposeBalanceRequest, ProposeBalanceResponse,
+};
+pub use ballast_proto::v1::{
     BrokerInfo, ElectPreferredLeadersResponse, Endpoint as BrokerEndpoint,
     GetClusterInfoResponse as ClusterInfo, PartitionDescription, PartitionFilter, TopicDescription,
     TopicSummary,
@@ -385,6 +388,22 @@ impl AdminClient {
                 CallKind::Mutating,
                 CancelReassignmentRequest {},
                 |mut c: Grpc, r| async move { c.cancel_reassignment(r).await },
+            )
+            .await?;
+        Ok(resp)
+    }
+
+    /// A balancing plan computed by the coordinator (nothing moves).
+    pub async fn propose_balance(
+        &self,
+        request: ProposeBalanceRequest,
+    ) -> Result<ProposeBalanceResponse, ClientError> {
+        let (_, resp) = self
+            .call(
+                "ProposeBalance",
+                CallKind::ReadOnly,
+                request,
+                |mut c: Grpc, r| async move { c.propose_balance(r).await },
             )
             .await?;
         Ok(resp)

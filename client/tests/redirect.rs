@@ -129,6 +129,13 @@ impl Admin for StandbyDouble {
     ) -> Answer<ballast_proto::v1::CancelReassignmentResponse> {
         self.refuse()
     }
+
+    async fn propose_balance(
+        &self,
+        _: Request<ballast_proto::v1::ProposeBalanceRequest>,
+    ) -> Answer<ballast_proto::v1::ProposeBalanceResponse> {
+        self.refuse()
+    }
 }
 
 /// Test double of the active coordinator. GetClusterInfo answers with
@@ -241,6 +248,13 @@ impl Admin for ActiveDouble {
         &self,
         _: Request<ballast_proto::v1::CancelReassignmentRequest>,
     ) -> Answer<ballast_proto::v1::CancelReassignmentResponse> {
+        Err(Status::unimplemented("not in this double"))
+    }
+
+    async fn propose_balance(
+        &self,
+        _: Request<ballast_proto::v1::ProposeBalanceRequest>,
+    ) -> Answer<ballast_proto::v1::ProposeBalanceResponse> {
         Err(Status::unimplemented("not in this double"))
     }
 }

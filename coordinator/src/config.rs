@@ -41,6 +41,19 @@ pub struct CoordinatorConfig {
     /// Catch-up throttle pushed to agents (bytes per second for followers
     /// out of the ISR); 0 = none.
     pub catch_up_throttle_bytes_per_sec: u64,
+    /// The continuous balancer (off by default).
+    pub auto_balance: bool,
+    /// At most one automatic reassignment this often.
+    pub auto_balance_interval: Duration,
+    /// How often the continuous balancer looks at the cluster.
+    pub auto_balance_check_interval: Duration,
+    /// A broker fenced this long is drained by the continuous balancer.
+    pub auto_balance_grace: Duration,
+    /// Replica-count spread (max - min, percent of the mean) that starts a
+    /// rebalance.
+    pub auto_balance_threshold_percent: u32,
+    /// Throttle of automatic reassignments (bytes per second; 0 = none).
+    pub auto_balance_throttle_bytes_per_sec: u64,
 }
 
 impl CoordinatorConfig {
@@ -61,6 +74,12 @@ impl CoordinatorConfig {
             reassignment_max_moves_per_broker: 5,
             reassignment_max_moves: 50,
             catch_up_throttle_bytes_per_sec: 0,
+            auto_balance: false,
+            auto_balance_interval: Duration::from_secs(300),
+            auto_balance_check_interval: Duration::from_secs(30),
+            auto_balance_grace: Duration::from_secs(600),
+            auto_balance_threshold_percent: 10,
+            auto_balance_throttle_bytes_per_sec: 0,
         }
     }
 

@@ -164,6 +164,9 @@ impl Admin for CoordinatorService {
                 ..Default::default()
             }));
         };
+        // Both take the state lock themselves.
+        let reassignment = term.reassignment_summary();
+        let auto_balance = term.auto_balance_summary();
         let state = term.state();
         let (partitions, offline, under, under_min) = counts(&state);
         let fenced = state.brokers.values().filter(|b| b.fenced).count() as u32;
@@ -179,6 +182,8 @@ impl Admin for CoordinatorService {
             offline_partitions: offline,
             under_replicated_partitions: under,
             under_min_isr_partitions: under_min,
+            reassignment,
+            auto_balance,
         }))
     }
 
@@ -353,6 +358,18 @@ impl Admin for CoordinatorService {
     ) -> Result<Response<pb::CancelReassignmentResponse>, Status> {
         let term = self.term()?;
         let r = term.cancel_reassignment().await.map_err(to_status)?;
+        Ok(Response::new(r))
+    }
+
+    async fn propose_balance(
+        &self,
+        request: Request<pb::ProposeBalanceRequest>,
+    ) -> Result<Response<pb::ProposeBalanceResponse>, Status> {
+        let term = self.term()?;
+        let r = term
+            .propose_balance(request.into_inner())
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(r))
     }
 }

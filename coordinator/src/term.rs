@@ -34,6 +34,7 @@ use crate::store::{Compare, MetadataStore, StoreError, Txn, TxnOp, TxnOpResult};
 use crate::topic::OFFSETS_TOPIC;
 use crate::writer::{self, WriteError};
 
+mod balance;
 mod reassign;
 
 /// Whether the leadership lease is fresh. Shared by the keep-alive task
@@ -188,6 +189,7 @@ pub struct Term {
     started: Instant,
     first_live_broker: Mutex<Option<Instant>>,
     sizes: Mutex<reassign::SizeBook>,
+    auto: Mutex<balance::AutoBalance>,
 }
 
 fn random_u64() -> u64 {
@@ -306,6 +308,7 @@ impl Term {
             first_live_broker: Mutex::new(live_any.then_some(now)),
             state: Mutex::new(std::mem::take(&mut state)),
             sizes: Mutex::new(reassign::SizeBook::default()),
+            auto: Mutex::new(balance::AutoBalance::default()),
         });
         if !report.orphan_chunks.is_empty() {
             tracing::info!(
@@ -629,6 +632,7 @@ impl Term {
         );
         let returning = existing.as_ref().is_none_or(|o| o.fenced);
         self.state().brokers.insert(id, record.clone());
+        self.note_fenced(id, false);
         {
             let mut first = self
                 .first_live_broker
@@ -731,6 +735,7 @@ impl Term {
         self.pushers.notify_brokers();
         let keys: Vec<(String, i32)> = changes.into_keys().collect();
         tracing::warn!(broker, moved = keys.len(), "broker fenced");
+        self.note_fenced(broker, true);
         self.pushers.notify(&keys);
         Ok(())
     }
@@ -812,10 +817,10 @@ impl Term {
         }
         self.maybe_create_offsets_topic().await?;
         self.drive_reassignment().await?;
+        self_arc.auto_balance().await?;
         if imbalance_due {
             self.auto_preferred_election().await?;
         }
-        let _ = self_arc;
         Ok(())
     }
 

@@ -59,7 +59,9 @@ async fn run() -> Result<()> {
     let dirs = tempfile::Builder::new()
         .prefix("ballast-bench-reassign-")
         .tempdir()?;
-    let data: Vec<PathBuf> = (1..=3).map(|id| dirs.path().join(format!("b{id}"))).collect();
+    let data: Vec<PathBuf> = (1..=3)
+        .map(|id| dirs.path().join(format!("b{id}")))
+        .collect();
     let _agents: Vec<BallastProcess> = (1..=3)
         .map(|id| start_agent(&addrs[0], id, &data[id as usize - 1], &[]))
         .collect();
@@ -112,7 +114,11 @@ async fn run() -> Result<()> {
     for throttle in throttles {
         let leaving = holders[0];
         let target = vec![spare, holders[1]];
-        let bytes = log_bytes(&data[leaving as usize - 1].join("partitions").join(format!("{TOPIC}-0")));
+        let bytes = log_bytes(
+            &data[leaving as usize - 1]
+                .join("partitions")
+                .join(format!("{TOPIC}-0")),
+        );
         admin
             .execute_reassignment(ExecuteReassignmentRequest {
                 partitions: vec![ReassignmentPartition {

@@ -1,0 +1,337 @@
+//! The active term's balancer: proposals on demand (`ProposeBalance`) and
+//! the continuous mode (off by default) that proposes and executes on its
+//! own, rate-limited, when a broker joins empty, a broker has been down
+//! longer than a grace period, or replica counts drift past a threshold.
+//!
+//! The proposal itself is `ballast_assignor::balance` (pure), run on a
+//! blocking thread over a snapshot: brokers live now (fenced ones are
+//! drained only when asked, or by the continuous mode after the grace), the
+//! partitions' replicas, and the sizes agents report with their heartbeats.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ballast_assignor::BrokerMetadata;
+use ballast_assignor::rebalance::{
+    BalancePartition, BalancePlan, BalanceRequest, Goal, propose_balance,
+};
+use ballast_proto::v1::{self as pb};
+
+use super::{ServiceError, Term};
+use crate::state::ClusterState;
+
+/// What the continuous balancer remembers (in memory: a new term starts
+/// afresh, with every fenced broker's clock starting at takeover).
+#[derive(Debug, Default)]
+pub(crate) struct AutoBalance {
+    /// When each fenced broker was first seen fenced by this term.
+    fenced_since: HashMap<i32, Instant>,
+    /// When the last automatic reassignment started.
+    last_run: Option<Instant>,
+    /// When conditions were last checked.
+    last_check: Option<Instant>,
+    /// One line about the last thing it did.
+    last: String,
+}
+
+/// The input of a proposal, taken under the state lock.
+struct Snapshot {
+    brokers: Vec<BrokerMetadata>,
+    partitions: Vec<BalancePartition>,
+    unknown_sizes: u64,
+}
+
+fn snapshot(
+    state: &ClusterState,
+    sizes: &HashMap<(String, i32), u64>,
+    include: &BTreeSet<i32>,
+) -> Snapshot {
+    let brokers = state
+        .brokers
+        .values()
+        .filter(|b| !b.fenced || include.contains(&b.broker_id))
+        .map(|b| BrokerMetadata {
+            id: b.broker_id,
+            rack: (!b.rack.is_empty()).then(|| b.rack.clone()),
+        })
+        .collect();
+    let mut unknown_sizes = 0;
+    let mut partitions = Vec::new();
+    for (name, entry) in &state.topics {
+        for (p, s) in entry.partitions.iter().enumerate() {
+            let size = sizes.get(&(name.clone(), p as i32)).copied();
+            unknown_sizes += u64::from(size.is_none());
+            partitions.push(BalancePartition {
+                topic: name.clone(),
+                partition: p as i32,
+                replicas: s.replicas.clone(),
+                size_bytes: size.unwrap_or(0),
+            });
+        }
+    }
+    Snapshot {
+        brokers,
+        partitions,
+        unknown_sizes,
+    }
+}
+
+fn usage(map: &BTreeMap<i32, ballast_assignor::rebalance::BrokerUsage>) -> Vec<pb::BrokerUsage> {
+    map.iter()
+        .map(|(id, u)| pb::BrokerUsage {
+            broker_id: *id,
+            replicas: u.replicas as u64,
+            leaders: u.leaders as u64,
+            bytes: u.bytes,
+        })
+        .collect()
+}
+
+fn to_response(plan: BalancePlan, unknown_sizes: u64, secs: f64) -> pb::ProposeBalanceResponse {
+    pb::ProposeBalanceResponse {
+        partitions: plan
+            .partitions
+            .into_iter()
+            .map(|p| pb::ReassignmentPartition {
+                topic: p.topic,
+                partition: p.partition,
+                replicas: p.replicas,
+            })
+            .collect(),
+        replica_moves: plan.replica_moves as u64,
+        bytes_moved: plan.bytes_moved,
+        lower_bound_moves: plan.lower_bound_moves as u64,
+        lower_bound_bytes: plan.lower_bound_bytes,
+        leader_changes: plan.leader_changes as u64,
+        before: usage(&plan.before),
+        after: usage(&plan.after),
+        unknown_sizes,
+        compute_seconds: secs,
+    }
+}
+
+/// Replica counts per live broker: (max - min) past the threshold (percent
+/// of the mean, and at least 2 replicas)?
+fn imbalanced(state: &ClusterState, threshold_percent: u32) -> Option<String> {
+    let mut counts: BTreeMap<i32, u64> = state
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| (b.broker_id, 0))
+        .collect();
+    if counts.len() < 2 {
+        return None;
+    }
+    let mut total = 0u64;
+    for t in state.topics.values() {
+        for p in &t.partitions {
+            for r in &p.replicas {
+                if let Some(c) = counts.get_mut(r) {
+                    *c += 1;
+                    total += 1;
+                }
+            }
+        }
+    }
+    let (min, max) = (
+        *counts.values().min().unwrap_or(&0),
+        *counts.values().max().unwrap_or(&0),
+    );
+    let mean = total as f64 / counts.len() as f64;
+    let spread = (max - min) as f64;
+    (spread >= 2.0 && spread > mean * f64::from(threshold_percent) / 100.0)
+        .then(|| format!("replica counts range from {min} to {max} per broker (mean {mean:.1})"))
+}
+
+impl Term {
+    /// A balancing plan (nothing moves).
+    pub async fn propose_balance(
+        &self,
+        req: pb::ProposeBalanceRequest,
+    ) -> Result<pb::ProposeBalanceResponse, ServiceError> {
+        self.ensure_fresh()?;
+        let goal = match pb::BalanceGoal::try_from(req.goal).unwrap_or(pb::BalanceGoal::Unspecified)
+        {
+            pb::BalanceGoal::Unspecified | pb::BalanceGoal::Replicas => Goal::Replicas,
+            pb::BalanceGoal::Leaders => Goal::Leaders,
+            pb::BalanceGoal::Disk => Goal::Disk,
+        };
+        let sizes = self.partition_sizes();
+        let snap = {
+            let state = self.state();
+            for b in req.remove_brokers.iter().chain(&req.add_brokers) {
+                if !state.brokers.contains_key(b) {
+                    return Err(ServiceError::UnknownBroker(*b));
+                }
+            }
+            for b in &req.add_brokers {
+                if !state.is_live(*b) {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "--add-broker {b}: the broker is fenced; start it first"
+                    )));
+                }
+            }
+            // Fenced brokers being drained stay in the input (their
+            // replicas must move off them).
+            let include: BTreeSet<i32> = req.remove_brokers.iter().copied().collect();
+            snapshot(&state, &sizes, &include)
+        };
+        let (remove, add) = (req.remove_brokers, req.add_brokers);
+        let started = Instant::now();
+        let plan = tokio::task::spawn_blocking(move || {
+            propose_balance(&BalanceRequest {
+                brokers: &snap.brokers,
+                partitions: &snap.partitions,
+                goal,
+                remove: &remove,
+                add: &add,
+            })
+            .map(|plan| (plan, snap.unknown_sizes))
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        Ok(to_response(plan.0, plan.1, started.elapsed().as_secs_f64()))
+    }
+
+    /// One line about the latest reassignment, for `cluster status`.
+    pub fn reassignment_summary(&self) -> String {
+        let r = self.describe_reassignment();
+        if !r.exists {
+            return String::new();
+        }
+        let done = r
+            .partitions
+            .iter()
+            .filter(|p| {
+                matches!(
+                    pb::PartitionMoveState::try_from(p.state),
+                    Ok(pb::PartitionMoveState::Complete
+                        | pb::PartitionMoveState::Cancelled
+                        | pb::PartitionMoveState::Failed)
+                )
+            })
+            .count();
+        format!(
+            "{} {}: {done} of {} partitions finished",
+            r.id,
+            r.state,
+            r.partitions.len()
+        )
+    }
+
+    /// The continuous balancer's line for `cluster status`.
+    pub fn auto_balance_summary(&self) -> String {
+        if !self.config.auto_balance {
+            return "off".into();
+        }
+        let a = self.auto.lock().unwrap_or_else(|e| e.into_inner());
+        if a.last.is_empty() {
+            "on; nothing done yet".into()
+        } else {
+            format!("on; last: {}", a.last)
+        }
+    }
+
+    /// Remember fencing changes for the grace period.
+    pub(crate) fn note_fenced(&self, broker: i32, fenced: bool) {
+        let mut a = self.auto.lock().unwrap_or_else(|e| e.into_inner());
+        if fenced {
+            a.fenced_since.entry(broker).or_insert_with(Instant::now);
+        } else {
+            a.fenced_since.remove(&broker);
+        }
+    }
+
+    /// The continuous mode's check, from the tick: propose and execute when
+    /// a trigger holds, at most once per `auto_balance_interval`, never
+    /// while another reassignment runs.
+    pub(crate) async fn auto_balance(self: &Arc<Self>) -> Result<(), ServiceError> {
+        let cfg = &self.config;
+        if !cfg.auto_balance {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let (reason, remove) = {
+            let state = self.state();
+            if state.reassignment.as_ref().is_some_and(|r| r.is_active()) {
+                return Ok(());
+            }
+            let mut a = self.auto.lock().unwrap_or_else(|e| e.into_inner());
+            // Brokers fenced at takeover start their grace now.
+            for b in state.brokers.values().filter(|b| b.fenced) {
+                a.fenced_since.entry(b.broker_id).or_insert(now);
+            }
+            if a.last_run
+                .is_some_and(|t| now.duration_since(t) < cfg.auto_balance_interval)
+                || a.last_check
+                    .is_some_and(|t| now.duration_since(t) < cfg.auto_balance_check_interval)
+            {
+                return Ok(());
+            }
+            a.last_check = Some(now);
+            let holding: BTreeSet<i32> = state
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.iter().flat_map(|p| p.replicas.iter().copied()))
+                .collect();
+            let dead: Vec<i32> = a
+                .fenced_since
+                .iter()
+                .filter(|(b, since)| {
+                    now.duration_since(**since) >= cfg.auto_balance_grace && holding.contains(b)
+                })
+                .map(|(b, _)| *b)
+                .collect();
+            let empty: Vec<i32> = state
+                .brokers
+                .values()
+                .filter(|b| !b.fenced && !holding.contains(&b.broker_id))
+                .map(|b| b.broker_id)
+                .collect();
+            let reason = if !dead.is_empty() {
+                Some(format!(
+                    "broker(s) {dead:?} down longer than {:?}",
+                    cfg.auto_balance_grace
+                ))
+            } else if !empty.is_empty() && !holding.is_empty() {
+                Some(format!("broker(s) {empty:?} joined with no replicas"))
+            } else {
+                imbalanced(&state, cfg.auto_balance_threshold_percent)
+            };
+            (reason, dead)
+        };
+        let Some(reason) = reason else {
+            return Ok(());
+        };
+        let plan = self
+            .propose_balance(pb::ProposeBalanceRequest {
+                goal: pb::BalanceGoal::Replicas as i32,
+                remove_brokers: remove,
+                add_brokers: Vec::new(),
+            })
+            .await?;
+        let mut a_last = format!("{reason}: ");
+        if plan.partitions.is_empty() {
+            a_last.push_str("nothing to move");
+        } else {
+            let r = self
+                .execute_reassignment(pb::ExecuteReassignmentRequest {
+                    partitions: plan.partitions,
+                    throttle_bytes_per_sec: cfg.auto_balance_throttle_bytes_per_sec,
+                    ..Default::default()
+                })
+                .await?;
+            a_last.push_str(&format!(
+                "started reassignment {} ({} partitions, {} replica moves, lower bound {})",
+                r.id, r.partitions, plan.replica_moves, plan.lower_bound_moves
+            ));
+        }
+        tracing::info!(what = %a_last, "automatic balance");
+        let mut a = self.auto.lock().unwrap_or_else(|e| e.into_inner());
+        a.last_run = Some(now);
+        a.last = a_last;
+        Ok(())
+    }
+}

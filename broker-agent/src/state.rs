@@ -391,6 +391,14 @@ impl AgentState {
                 .collect(),
             metadata: Some(view.metadata.clone()),
             registered: registration.registered,
+            throttle_bytes_per_sec: self.replicas.get().map_or(0, |r| {
+                r.throttles()
+                    .rate(crate::replica::throttle::ThrottleClass::Reassignment)
+            }),
+            catch_up_throttle_bytes_per_sec: self.replicas.get().map_or(0, |r| {
+                r.throttles()
+                    .rate(crate::replica::throttle::ThrottleClass::CatchUp)
+            }),
         }
     }
 }

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use ballast_client::consumer::{Consumer, ConsumerConfig, OffsetReset, StartPosition};
 use ballast_client::group::{GroupConfig, GroupConsumer};
 use ballast_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
+use ballast_proto::v1::agent_control_client::AgentControlClient;
 use ballast_proto::v1::{self as pb};
 use ballast_tests::cluster::{
-    committed_offsets, describe_partition, find_active, group_coordinator, on_active, start_agent,
-    start_coordinator, wait_live_brokers,
+    channel, committed_offsets, describe_partition, find_active, group_coordinator, on_active,
+    start_agent, start_coordinator, wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually, run_ballast};
@@ -122,6 +123,14 @@ impl Cluster {
 
 fn agents_len(data: &BTreeMap<i32, PathBuf>) -> u32 {
     data.len() as u32
+}
+
+async fn agent_state(address: &str) -> Option<pb::GetAgentStateResponse> {
+    AgentControlClient::new(channel(address))
+        .get_state(pb::GetAgentStateRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
 }
 
 /// Writes a plan file in Kafka's JSON.
@@ -414,6 +423,12 @@ async fn cancel_returns_partitions_to_their_original_replicas() {
             .replicas,
         vec![3, 2, 1]
     );
+    // The throttle is in force on the agents while the reassignment runs...
+    let three = cluster.agents[&3].address().to_owned();
+    eventually("broker 3 throttled", WAIT, || async {
+        (agent_state(&three).await?.throttle_bytes_per_sec == 64 << 10).then_some(())
+    })
+    .await;
     let out = ballast_ok(args(&[
         "reassign",
         "cancel",
@@ -435,6 +450,11 @@ async fn cancel_returns_partitions_to_their_original_replicas() {
     ]))
     .await;
     assert!(verify.contains("was cancelled"), "{verify}");
+    // ... and gone once it ended, with nothing for the operator to undo.
+    eventually("throttle removed", WAIT, || async {
+        (agent_state(&three).await?.throttle_bytes_per_sec == 0).then_some(())
+    })
+    .await;
     for (p, original) in [(0, vec![1, 2]), (1, vec![2, 1])] {
         let d = describe_partition(&cluster.addrs, topic, p, WAIT).await;
         assert_eq!(d.replicas, original);

@@ -3,6 +3,7 @@
 //! * `balance propose` fills a broker that joined empty with the fewest
 //!   moves and `balance apply --wait` carries the plan out; a saved
 //!   `--remove-broker` proposal applied with `--plan` drains a broker;
+//! * the coordinator's catch-up throttle reaches every agent;
 //! * the continuous mode (`--auto-balance`) fills a broker that joins on its
 //!   own, drains a broker down longer than the grace period, and says so in
 //!   `cluster status`.
@@ -13,9 +14,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ballast_proto::v1::agent_control_client::AgentControlClient;
 use ballast_proto::v1::{self as pb};
 use ballast_tests::cluster::{
-    find_active, on_active, start_agent, start_coordinator_with, wait_live_brokers,
+    channel, find_active, on_active, start_agent, start_coordinator_with, wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually, run_ballast};
@@ -117,7 +119,22 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn propose_and_apply_fill_a_new_broker_and_drain_an_old_one() {
-    let mut s = setup("balance-cli", &[], 3).await;
+    let mut s = setup("balance-cli", &["--catch-up-throttle", "1MiB/s"], 3).await;
+    // The coordinator's catch-up throttle reaches every agent with the
+    // pushes (it applies to followers out of the ISR).
+    for a in s.agents.values() {
+        let address = a.address().to_owned();
+        eventually("catch-up throttle pushed", WAIT, || async {
+            let st = AgentControlClient::new(channel(&address))
+                .get_state(pb::GetAgentStateRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (st.catch_up_throttle_bytes_per_sec == 1 << 20 && st.throttle_bytes_per_sec == 0)
+                .then_some(())
+        })
+        .await;
+    }
     // 12 partitions x RF 2 on brokers 1-3 (8 each), then broker 4 joins.
     let assignments: Vec<Vec<i32>> = (0..12).map(|p| vec![p % 3 + 1, (p + 1) % 3 + 1]).collect();
     create(&s.addrs, "orders", assignments).await;

@@ -82,6 +82,132 @@ pub(crate) struct DataService {
 }
 
 impl DataService {
+    /// A produce request's partition results with the record bytes each
+    /// carried.
+    async fn produce_inner(&self, req: ProduceRequest) -> Vec<(ProducePartitionResult, usize)> {
+        let config = self.manager.config();
+        let size: usize = req.partitions.iter().map(|p| p.records.len()).sum();
+        let refuse_all = if size > config.max_request_bytes {
+            Some(ReplicaError::RequestTooLarge {
+                size,
+                max: config.max_request_bytes,
+            })
+        } else if !matches!(req.acks, -1..=1) {
+            Some(ReplicaError::InvalidRequest(format!(
+                "acks must be -1 (all), 0 or 1, got {}",
+                req.acks
+            )))
+        } else {
+            None
+        };
+        if let Some(e) = refuse_all {
+            let results: Vec<ProducePartitionResult> = req
+                .partitions
+                .into_iter()
+                .map(|p| self.produce_error(p.topic, p.partition, &e))
+                .collect();
+            return results.into_iter().map(|r| (r, 0)).collect();
+        }
+        let timeout = match req.timeout_ms {
+            0 => config.default_produce_timeout,
+            ms => millis(ms, config.max_produce_timeout),
+        };
+        let deadline = Instant::now() + timeout;
+        let acks_all = req.acks == -1;
+        let mut results = Vec::with_capacity(req.partitions.len());
+        let mut sizes = Vec::with_capacity(req.partitions.len());
+        let mut waits = Vec::new();
+        for pp in req.partitions {
+            let (topic, partition) = (pp.topic.clone(), pp.partition);
+            sizes.push(pp.records.len());
+            match self.produce_one(pp, acks_all).await {
+                Ok((result, wait)) => {
+                    if let Some(rx) = wait {
+                        waits.push((results.len(), rx));
+                    }
+                    results.push(result);
+                }
+                Err(e) => results.push(self.produce_error(topic, partition, &e)),
+            }
+        }
+        let gone = ReplicaError::NotLeader {
+            leader: -1,
+            leader_epoch: -1,
+        };
+        for (i, rx) in waits {
+            let outcome = tokio::select! {
+                r = tokio::time::timeout_at(deadline, rx) => match r {
+                    Ok(Ok(r)) => r,
+                    // The partition closed (removed from this agent).
+                    Ok(Err(_)) => Err(gone.clone()),
+                    Err(_) => Err(ReplicaError::RequestTimedOut {
+                        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    }),
+                },
+                // The agent is stopping: the producer should find the next
+                // leader.
+                () = self.manager.cancelled() => Err(gone.clone()),
+            };
+            if let Err(e) = outcome {
+                let r = &results[i];
+                results[i] = self.produce_error(r.topic.clone(), r.partition, &e);
+            }
+        }
+        results.into_iter().zip(sizes).collect()
+    }
+
+    /// A fetch request's answer.
+    async fn fetch_inner(&self, req: FetchRequest) -> FetchResponse {
+        let config = self.manager.config();
+        let replica = (req.replica_id >= 0).then_some(req.replica_id);
+        if let Some(r) = replica {
+            let known = self.manager.metadata().broker_epochs.get(&r).copied();
+            if let Some(current) = known
+                && req.broker_epoch < current
+            {
+                let e = ReplicaError::NotReplica(format!(
+                    "broker {r} fetched with broker epoch {}, current is {current}",
+                    req.broker_epoch
+                ));
+                let results = req
+                    .partitions
+                    .into_iter()
+                    .map(|p| self.fetch_error(p.topic, p.partition, &e))
+                    .collect();
+                return FetchResponse { results };
+            }
+        }
+        let max_bytes = match req.max_bytes {
+            0 => config.max_fetch_bytes,
+            n => (n as usize).min(config.max_fetch_bytes),
+        };
+        let deadline = Instant::now() + millis(req.max_wait_ms, config.max_fetch_wait);
+        let parts: Vec<(FetchPartition, Option<Arc<Partition>>)> = req
+            .partitions
+            .into_iter()
+            .map(|fp| {
+                let p = self.manager.find(&fp.topic, fp.partition);
+                (fp, p)
+            })
+            .collect();
+        let mut rxs: Vec<watch::Receiver<Offsets>> = parts
+            .iter()
+            .filter_map(|(_, p)| p.as_ref().map(|p| p.subscribe()))
+            .collect();
+        loop {
+            let (results, bytes, urgent) = self.fetch_once(parts.clone(), replica, max_bytes).await;
+            let enough = bytes > 0 && bytes >= req.min_bytes as usize;
+            let stopping = self.manager.is_stopping();
+            if enough || urgent || stopping || req.min_bytes == 0 || Instant::now() >= deadline {
+                return FetchResponse { results };
+            }
+            tokio::select! {
+                () = wait_any(&mut rxs, deadline) => {}
+                () = self.manager.cancelled() => {}
+            }
+        }
+    }
+
     pub fn new(manager: Arc<ReplicaManager>) -> Self {
         Self { manager }
     }
@@ -375,74 +501,25 @@ impl Data for DataService {
         &self,
         request: Request<ProduceRequest>,
     ) -> Result<Response<ProduceResponse>, Status> {
+        let started = Instant::now();
         let req = request.into_inner();
-        let config = self.manager.config();
-        let size: usize = req.partitions.iter().map(|p| p.records.len()).sum();
-        let refuse_all = if size > config.max_request_bytes {
-            Some(ReplicaError::RequestTooLarge {
-                size,
-                max: config.max_request_bytes,
-            })
-        } else if !matches!(req.acks, -1..=1) {
-            Some(ReplicaError::InvalidRequest(format!(
-                "acks must be -1 (all), 0 or 1, got {}",
-                req.acks
-            )))
-        } else {
-            None
-        };
-        if let Some(e) = refuse_all {
-            let results = req
-                .partitions
-                .into_iter()
-                .map(|p| self.produce_error(p.topic, p.partition, &e))
-                .collect();
-            return Ok(Response::new(ProduceResponse { results }));
-        }
-        let timeout = match req.timeout_ms {
-            0 => config.default_produce_timeout,
-            ms => millis(ms, config.max_produce_timeout),
-        };
-        let deadline = Instant::now() + timeout;
-        let acks_all = req.acks == -1;
-        let mut results = Vec::with_capacity(req.partitions.len());
-        let mut waits = Vec::new();
-        for pp in req.partitions {
-            let (topic, partition) = (pp.topic.clone(), pp.partition);
-            match self.produce_one(pp, acks_all).await {
-                Ok((result, wait)) => {
-                    if let Some(rx) = wait {
-                        waits.push((results.len(), rx));
-                    }
-                    results.push(result);
-                }
-                Err(e) => results.push(self.produce_error(topic, partition, &e)),
+        let acks = req.acks;
+        let results = self.produce_inner(req).await;
+        let (mut ok, mut failed, mut bytes) = (0u64, 0u64, 0u64);
+        for (r, size) in &results {
+            if r.error == ErrorCode::None as i32 {
+                ok += 1;
+                bytes += *size as u64;
+            } else {
+                failed += 1;
             }
         }
-        let gone = ReplicaError::NotLeader {
-            leader: -1,
-            leader_epoch: -1,
-        };
-        for (i, rx) in waits {
-            let outcome = tokio::select! {
-                r = tokio::time::timeout_at(deadline, rx) => match r {
-                    Ok(Ok(r)) => r,
-                    // The partition closed (removed from this agent).
-                    Ok(Err(_)) => Err(gone.clone()),
-                    Err(_) => Err(ReplicaError::RequestTimedOut {
-                        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                    }),
-                },
-                // The agent is stopping: the producer should find the next
-                // leader.
-                () = self.manager.cancelled() => Err(gone.clone()),
-            };
-            if let Err(e) = outcome {
-                let r = &results[i];
-                results[i] = self.produce_error(r.topic.clone(), r.partition, &e);
-            }
-        }
-        Ok(Response::new(ProduceResponse { results }))
+        self.manager
+            .metrics()
+            .produced(acks, ok, failed, bytes, started.elapsed());
+        Ok(Response::new(ProduceResponse {
+            results: results.into_iter().map(|(r, _)| r).collect(),
+        }))
     }
 
     #[instrument(skip_all, fields(replica = request.get_ref().replica_id, partitions = request.get_ref().partitions.len()))]
@@ -450,55 +527,19 @@ impl Data for DataService {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
+        let started = Instant::now();
         let req = request.into_inner();
-        let config = self.manager.config();
-        let replica = (req.replica_id >= 0).then_some(req.replica_id);
-        if let Some(r) = replica {
-            let known = self.manager.metadata().broker_epochs.get(&r).copied();
-            if let Some(current) = known
-                && req.broker_epoch < current
-            {
-                let e = ReplicaError::NotReplica(format!(
-                    "broker {r} fetched with broker epoch {}, current is {current}",
-                    req.broker_epoch
-                ));
-                let results = req
-                    .partitions
-                    .into_iter()
-                    .map(|p| self.fetch_error(p.topic, p.partition, &e))
-                    .collect();
-                return Ok(Response::new(FetchResponse { results }));
-            }
-        }
-        let max_bytes = match req.max_bytes {
-            0 => config.max_fetch_bytes,
-            n => (n as usize).min(config.max_fetch_bytes),
-        };
-        let deadline = Instant::now() + millis(req.max_wait_ms, config.max_fetch_wait);
-        let parts: Vec<(FetchPartition, Option<Arc<Partition>>)> = req
-            .partitions
-            .into_iter()
-            .map(|fp| {
-                let p = self.manager.find(&fp.topic, fp.partition);
-                (fp, p)
-            })
-            .collect();
-        let mut rxs: Vec<watch::Receiver<Offsets>> = parts
+        let replica = req.replica_id >= 0;
+        let response = self.fetch_inner(req).await;
+        let bytes: u64 = response
+            .results
             .iter()
-            .filter_map(|(_, p)| p.as_ref().map(|p| p.subscribe()))
-            .collect();
-        loop {
-            let (results, bytes, urgent) = self.fetch_once(parts.clone(), replica, max_bytes).await;
-            let enough = bytes > 0 && bytes >= req.min_bytes as usize;
-            let stopping = self.manager.is_stopping();
-            if enough || urgent || stopping || req.min_bytes == 0 || Instant::now() >= deadline {
-                return Ok(Response::new(FetchResponse { results }));
-            }
-            tokio::select! {
-                () = wait_any(&mut rxs, deadline) => {}
-                () = self.manager.cancelled() => {}
-            }
-        }
+            .map(|r| r.records.len() as u64)
+            .sum();
+        self.manager
+            .metrics()
+            .fetched(replica, bytes, started.elapsed());
+        Ok(Response::new(response))
     }
 
     #[instrument(skip_all, fields(partitions = request.get_ref().partitions.len()))]

@@ -68,6 +68,10 @@ pub struct AgentArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve `GET /metrics` (Prometheus text format) over HTTP on this
+    /// address (default: off).
+    #[arg(long, value_name = "HOST:PORT")]
+    http_listen: Option<String>,
     /// Drop a follower from the ISR after it lags this long (Kafka's
     /// replica.lag.time.max.ms; default 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -183,24 +187,57 @@ pub fn run(args: AgentArgs) -> Result<String> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, replication))?;
+    runtime.block_on(serve(config, replication, args.http_listen))?;
     Ok(String::new())
 }
 
-async fn serve(config: AgentConfig, replication: ReplicationConfig) -> Result<()> {
+async fn serve(
+    config: AgentConfig,
+    replication: ReplicationConfig,
+    http_listen: Option<String>,
+) -> Result<()> {
     let broker_id = config.broker_id;
+    let http = match &http_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("--http-listen {address}"))?,
+        ),
+        None => None,
+    };
     let mut agent = ballast_broker_agent::start_with(config, replication).await?;
     announce(broker_id, agent.local_addr())?;
+    let stop_http = http_stopper();
+    if let Some(l) = http {
+        let bound = l.local_addr()?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "agent {broker_id} http on {bound}")
+            .and_then(|()| out.flush())
+            .context("cannot write to stdout")?;
+        drop(out);
+        let stop = stop_http.clone();
+        tokio::spawn(ballast_broker_agent::http::serve(
+            std::sync::Arc::clone(agent.replicas()),
+            l,
+            async move { stop.notified().await },
+        ));
+    }
     let failure = tokio::select! {
         () = crate::server::shutdown_signal() => None,
         e = agent.failed() => Some(e),
     };
     tracing::info!(broker_id, "stopping");
+    stop_http.notify_one();
     agent.shutdown().await?;
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+/// Stops the HTTP server at shutdown.
+fn http_stopper() -> std::sync::Arc<tokio::sync::Notify> {
+    std::sync::Arc::new(tokio::sync::Notify::new())
 }
 
 /// The one stdout line, flushed at once so a parent process can read it.
@@ -215,7 +252,7 @@ fn listening_line(broker_id: i32, addr: SocketAddr) -> String {
     format!("agent {broker_id} listening on {addr}")
 }
 
-fn init_logging(format: LogFormat) -> Result<()> {
+pub(crate) fn init_logging(format: LogFormat) -> Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

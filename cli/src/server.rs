@@ -91,6 +91,13 @@ pub struct CoordinatorArgs {
     /// Throttle of automatic reassignments, per broker (`50MiB/s`).
     #[arg(long, value_parser = crate::reassign::parse_rate)]
     auto_balance_throttle: Option<u64>,
+    /// Serve `GET /metrics` (Prometheus text format) over HTTP on this
+    /// address (default: off).
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Log lines as text or JSON (one object per line).
+    #[arg(long, value_enum, default_value_t = crate::agent::LogFormat::Text)]
+    log_format: crate::agent::LogFormat,
 }
 
 /// Install the stderr logger (RUST_LOG overrides the default `info`).
@@ -137,7 +144,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `ballast coordinator`.
 pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<String> {
-    init_logging();
+    crate::agent::init_logging(args.log_format)?;
     runtime()?.block_on(async move {
         let store: Arc<dyn MetadataStore> = match &args.local_store {
             Some(path) => Arc::new(
@@ -178,6 +185,20 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<String> {
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         println!("coordinator listening on {advertised}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let http = match &args.http_listen {
+            Some(address) => {
+                let (l, bound) = ballast_coordinator::service::bind(address)
+                    .await
+                    .with_context(|| format!("--http-listen {address}"))?;
+                println!("coordinator http on {bound}");
+                Some(tokio::spawn(ballast_coordinator::http::serve(
+                    coordinator.clone(),
+                    l,
+                    wait_true(stop_rx.clone()),
+                )))
+            }
+            None => None,
+        };
         let serve = tokio::spawn(ballast_coordinator::service::serve(
             coordinator.clone(),
             listener,
@@ -189,6 +210,9 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<String> {
         let _ = stop_tx.send(true);
         let _ = run.await;
         let _ = serve.await;
+        if let Some(h) = http {
+            let _ = h.await;
+        }
         Ok(String::new())
     })
 }

@@ -38,6 +38,7 @@ struct Shared {
     role: RwLock<Role>,
     observed: RwLock<Option<String>>,
     lease: std::sync::Mutex<Option<i64>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A coordinator process's handle: cheap to clone.
@@ -59,8 +60,14 @@ impl Coordinator {
                 }),
                 observed: RwLock::new(None),
                 lease: std::sync::Mutex::new(None),
+                metrics: Arc::new(crate::metrics::Metrics::new()),
             }),
         })
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.shared.metrics
     }
 
     /// The configuration.
@@ -203,6 +210,7 @@ impl Coordinator {
             cfg.clone(),
             store.clone(),
             health.clone(),
+            self.shared.metrics.clone(),
         )
         .await
         {

@@ -18,7 +18,9 @@ pub mod store;
 
 pub mod config;
 pub mod ha;
+pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod partition;
 pub mod push;
 pub mod reassignment;

@@ -131,7 +131,7 @@ pub fn describe_topic(entry: &TopicEntry, filter: PartitionFilter) -> pb::TopicD
     }
 }
 
-fn counts(state: &ClusterState) -> (u64, u64, u64, u64) {
+pub(crate) fn counts(state: &ClusterState) -> (u64, u64, u64, u64) {
     let (mut total, mut offline, mut under, mut under_min) = (0, 0, 0, 0);
     for t in state.topics.values() {
         for s in &t.partitions {

@@ -430,6 +430,21 @@ impl ClusterState {
         })
     }
 
+    /// The current states of `keys` (`None` for one that does not exist),
+    /// in order.
+    pub fn partition_states<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k (String, i32)>,
+    ) -> Vec<Option<PartitionState>> {
+        keys.map(|(t, p)| {
+            self.topics
+                .get(t)
+                .and_then(|e| e.partitions.get(usize::try_from(*p).ok()?))
+                .cloned()
+        })
+        .collect()
+    }
+
     /// Plan writing changed partition states: one put per touched chunk.
     /// `changes` maps (topic, partition) to the new state.
     pub fn plan_partition_changes(

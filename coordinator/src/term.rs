@@ -190,6 +190,7 @@ pub struct Term {
     first_live_broker: Mutex<Option<Instant>>,
     sizes: Mutex<reassign::SizeBook>,
     auto: Mutex<balance::AutoBalance>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn random_u64() -> u64 {
@@ -235,6 +236,7 @@ impl Term {
         config: Arc<CoordinatorConfig>,
         store: Arc<dyn MetadataStore>,
         health: Arc<LeaseHealth>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<Term>, ServiceError> {
         let keys = Keys::new(&config.cluster_id);
         let response = store
@@ -309,6 +311,7 @@ impl Term {
             state: Mutex::new(std::mem::take(&mut state)),
             sizes: Mutex::new(reassign::SizeBook::default()),
             auto: Mutex::new(balance::AutoBalance::default()),
+            metrics,
         });
         if !report.orphan_chunks.is_empty() {
             tracing::info!(
@@ -486,8 +489,13 @@ impl Term {
         if changes.is_empty() {
             return Ok(0);
         }
-        let (touched, plan) = self.state().plan_partition_changes(&self.keys, &changes);
+        let (touched, plan, before) = {
+            let state = self.state();
+            let (touched, plan) = state.plan_partition_changes(&self.keys, &changes);
+            (touched, plan, state.partition_states(changes.keys()))
+        };
         self.write(plan).await?;
+        self.count_changes(&before, &changes);
         {
             let mut state = self.state();
             for (name, entry) in touched {
@@ -693,7 +701,7 @@ impl Term {
     }
 
     async fn fence_broker_locked(&self, broker: i32) -> Result<(), ServiceError> {
-        let (changes, record, touched, mut plan) = {
+        let (changes, record, touched, plan) = {
             let state = self.state();
             let Some(rec) = state.brokers.get(&broker).cloned() else {
                 return Ok(());
@@ -718,11 +726,15 @@ impl Term {
             let mut rec = rec;
             rec.fenced = true;
             let (touched, plan) = state.plan_partition_changes(&self.keys, &changes);
-            (changes, rec, touched, plan)
+            let before = state.partition_states(changes.keys());
+            (changes, rec, touched, (plan, before))
         };
+        let (mut plan, before) = plan;
         plan.final_ops
             .push(TxnOp::put(self.keys.broker(broker), record.encode_to_vec()));
         self.write(plan).await?;
+        self.count_changes(&before, &changes);
+        self.metrics.broker_fencings.inc();
         {
             let mut state = self.state();
             for (name, entry) in touched {
@@ -893,6 +905,24 @@ impl Term {
             }
         }
         Ok(())
+    }
+
+    /// Count the elections and ISR changes a persisted write made.
+    fn count_changes(
+        &self,
+        before: &[Option<PartitionState>],
+        changes: &BTreeMap<(String, i32), PartitionState>,
+    ) {
+        for (b, after) in before.iter().zip(changes.values()) {
+            if let Some(b) = b {
+                self.metrics.partition_changed(b, after);
+            }
+        }
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Give every live broker a fresh session (after a stall of our own).

@@ -151,6 +151,7 @@ pub struct ReplicaManager {
     applied: watch::Sender<u64>,
     /// Follower fetch throttles, set by every push.
     throttles: Arc<Throttles>,
+    metrics: crate::metrics::AgentMetrics,
 }
 
 impl ReplicaManager {
@@ -185,7 +186,40 @@ impl ReplicaManager {
             cancel,
             applied: watch::Sender::new(0),
             throttles: Arc::new(Throttles::default()),
+            metrics: crate::metrics::AgentMetrics::new(),
         })
+    }
+
+    /// The agent's metrics, gauges refreshed.
+    pub fn metrics_text(&self) -> String {
+        let (mut leaders, mut followers) = (0i64, 0i64);
+        for p in self.all() {
+            if p.following().is_none() {
+                leaders += 1;
+            } else {
+                followers += 1;
+            }
+        }
+        let m = &self.metrics;
+        m.partitions
+            .get_or_create(&vec![("role", "leader")])
+            .set(leaders);
+        m.partitions
+            .get_or_create(&vec![("role", "follower")])
+            .set(followers);
+        use super::throttle::ThrottleClass;
+        m.throttle
+            .get_or_create(&vec![("kind", "reassignment")])
+            .set(self.throttles.rate(ThrottleClass::Reassignment) as i64);
+        m.throttle
+            .get_or_create(&vec![("kind", "catch_up")])
+            .set(self.throttles.rate(ThrottleClass::CatchUp) as i64);
+        m.encode()
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &crate::metrics::AgentMetrics {
+        &self.metrics
     }
 
     /// The follower fetch throttles.

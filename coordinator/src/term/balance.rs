@@ -323,6 +323,7 @@ impl Term {
                     ..Default::default()
                 })
                 .await?;
+            self.metrics.auto_balance_runs.inc();
             a_last.push_str(&format!(
                 "started reassignment {} ({} partitions, {} replica moves, lower bound {})",
                 r.id, r.partitions, plan.replica_moves, plan.lower_bound_moves

@@ -83,6 +83,12 @@ pub fn cluster_status_text(status: &ClusterStatus) -> String {
             ));
         }
     }
+    if status.info.stuck_reassignment_partitions > 0 {
+        out.push_str(&format!(
+            "stuck reassignment partitions: {} (ballast reassign status)\n",
+            status.info.stuck_reassignment_partitions
+        ));
+    }
     let fenced = fenced_broker_ids(&status.brokers);
     if !fenced.is_empty() {
         out.push_str(&format!(
@@ -148,6 +154,7 @@ pub fn cluster_status_json(status: &ClusterStatus) -> String {
             "under_min_isr": problem(&status.under_min_isr),
             "under_replicated": problem(&status.under_replicated),
             "fenced_brokers": fenced_broker_ids(&status.brokers),
+            "stuck_reassignment_partitions": info.stuck_reassignment_partitions,
         },
     }))
 }
@@ -657,6 +664,7 @@ mod tests {
                 under_min_isr_partitions: 2,
                 reassignment: "r-1 running: 1 of 4 partitions finished".into(),
                 auto_balance: "off".into(),
+                stuck_reassignment_partitions: 1,
             },
             brokers: vec![
                 broker(1, "", false),
@@ -684,6 +692,7 @@ mod tests {
              \x20 TOPIC   PARTITION  LEADER  REPLICAS  ISR\n\
              \x20 orders  1          none    2,3,1     -\n\
              \x20 orders  2          3       3,1,2     3\n\
+             stuck reassignment partitions: 1 (ballast reassign status)\n\
              fenced brokers: 1 (3)\n\
              \n\
              cluster id:          c-1\n\

@@ -95,6 +95,10 @@ pub struct CoordinatorArgs {
     /// address (default: off).
     #[arg(long)]
     http_listen: Option<String>,
+    /// Report a moving partition as stuck when its new replicas copy
+    /// nothing for this long (shown by `cluster status`).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    reassignment_stuck_after: Duration,
     /// Log lines as text or JSON (one object per line).
     #[arg(long, value_enum, default_value_t = crate::agent::LogFormat::Text)]
     log_format: crate::agent::LogFormat,
@@ -181,6 +185,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<String> {
         config.auto_balance_grace = args.auto_balance_grace;
         config.auto_balance_threshold_percent = args.auto_balance_threshold;
         config.auto_balance_throttle_bytes_per_sec = args.auto_balance_throttle.unwrap_or(0);
+        config.reassignment_stuck_after = args.reassignment_stuck_after;
         let coordinator = Coordinator::new(config, store)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         println!("coordinator listening on {advertised}");

@@ -54,6 +54,9 @@ pub struct CoordinatorConfig {
     pub auto_balance_threshold_percent: u32,
     /// Throttle of automatic reassignments (bytes per second; 0 = none).
     pub auto_balance_throttle_bytes_per_sec: u64,
+    /// A moving partition whose new replicas copy nothing for this long is
+    /// reported stuck.
+    pub reassignment_stuck_after: Duration,
 }
 
 impl CoordinatorConfig {
@@ -80,6 +83,7 @@ impl CoordinatorConfig {
             auto_balance_grace: Duration::from_secs(600),
             auto_balance_threshold_percent: 10,
             auto_balance_throttle_bytes_per_sec: 0,
+            reassignment_stuck_after: Duration::from_secs(300),
         }
     }
 

@@ -165,7 +165,7 @@ impl Admin for CoordinatorService {
             }));
         };
         // Both take the state lock themselves.
-        let reassignment = term.reassignment_summary();
+        let (reassignment, stuck_reassignment_partitions) = term.reassignment_summary();
         let auto_balance = term.auto_balance_summary();
         let state = term.state();
         let (partitions, offline, under, under_min) = counts(&state);
@@ -184,6 +184,7 @@ impl Admin for CoordinatorService {
             under_min_isr_partitions: under_min,
             reassignment,
             auto_balance,
+            stuck_reassignment_partitions,
         }))
     }
 

@@ -26,7 +26,7 @@ use ballast_proto::v1::agent_control_client::AgentControlClient;
 use ballast_proto::v1::{self as pb};
 use ballast_tests::cluster::{
     channel, committed_offsets, describe_partition, find_active, group_coordinator, on_active,
-    start_agent, start_coordinator, wait_live_brokers,
+    start_agent, start_coordinator_with, wait_live_brokers,
 };
 use ballast_tests::etcd::EtcdServer;
 use ballast_tests::process::{BallastProcess, eventually, run_ballast};
@@ -46,9 +46,13 @@ struct Cluster {
 
 impl Cluster {
     async fn start(name: &str, coordinators: usize, agents: i32) -> Cluster {
+        Self::start_with(name, coordinators, agents, &[]).await
+    }
+
+    async fn start_with(name: &str, coordinators: usize, agents: i32, extra: &[&str]) -> Cluster {
         let etcd = EtcdServer::start().unwrap();
         let coordinators: Vec<BallastProcess> = (0..coordinators)
-            .map(|_| start_coordinator(&etcd.endpoints(), name))
+            .map(|_| start_coordinator_with(&etcd.endpoints(), name, extra))
             .collect();
         let addrs: Vec<String> = coordinators
             .iter()
@@ -656,4 +660,73 @@ async fn moving_an_offsets_partition_moves_its_group_coordinator_cleanly() {
     let now = committed_offsets(&new_address, group_id).await.unwrap();
     assert_eq!(now[&(topic.to_owned(), 0)].0, 70);
     member.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_a_dead_broker_is_reported_stuck_and_can_be_cancelled() {
+    let mut cluster = Cluster::start_with(
+        "reassign-stuck",
+        1,
+        3,
+        &["--reassignment-stuck-after", "1s"],
+    )
+    .await;
+    let topic = "stalled";
+    cluster.create(topic, &[vec![1, 2]]).await;
+    let producer = producer(cluster.bootstrap());
+    fill(&producer, topic, 0, 500, 4096).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_file(dir.path(), topic, &[(0, vec![3, 2])]);
+    ballast_ok(args(&[
+        "reassign",
+        "execute",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--throttle",
+        "64KiB/s",
+        "--coordinator",
+        &cluster.coordinator_flag(),
+    ]))
+    .await;
+    eventually("moving", WAIT, || async {
+        let s = status_json(&cluster).await;
+        (s["partitions"][0]["state"] == "moving").then_some(())
+    })
+    .await;
+    cluster.agents.get_mut(&3).unwrap().kill();
+    eventually("reported stuck", WAIT, || async {
+        let out = ballast_ok(args(&[
+            "cluster",
+            "status",
+            "--format",
+            "json",
+            "--coordinator",
+            &cluster.coordinator_flag(),
+        ]))
+        .await;
+        let v: Value = serde_json::from_str(&out).ok()?;
+        (v["problems"]["stuck_reassignment_partitions"] == 1).then_some(())
+    })
+    .await;
+    let s = status_json(&cluster).await;
+    assert!(
+        s["partitions"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("stuck: nothing copied"),
+        "{s}"
+    );
+    ballast_ok(args(&[
+        "reassign",
+        "cancel",
+        "--coordinator",
+        &cluster.coordinator_flag(),
+    ]))
+    .await;
+    eventually("cancelled", WAIT, || async {
+        (status_json(&cluster).await["state"] == "cancelled").then_some(())
+    })
+    .await;
+    let d = describe_partition(&cluster.addrs, topic, 0, WAIT).await;
+    assert_eq!((d.replicas, d.leader), (vec![1, 2], 1));
 }

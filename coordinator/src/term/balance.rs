@@ -195,12 +195,14 @@ impl Term {
         Ok(to_response(plan.0, plan.1, started.elapsed().as_secs_f64()))
     }
 
-    /// One line about the latest reassignment, for `cluster status`.
-    pub fn reassignment_summary(&self) -> String {
+    /// One line about the latest reassignment, for `cluster status`, and
+    /// how many of its partitions are stuck.
+    pub fn reassignment_summary(&self) -> (String, u64) {
         let r = self.describe_reassignment();
         if !r.exists {
-            return String::new();
+            return (String::new(), 0);
         }
+        let stuck = r.partitions.iter().filter(|p| p.stuck).count() as u64;
         let done = r
             .partitions
             .iter()
@@ -213,11 +215,14 @@ impl Term {
                 )
             })
             .count();
-        format!(
-            "{} {}: {done} of {} partitions finished",
-            r.id,
-            r.state,
-            r.partitions.len()
+        (
+            format!(
+                "{} {}: {done} of {} partitions finished",
+                r.id,
+                r.state,
+                r.partitions.len()
+            ),
+            stuck,
         )
     }
 

@@ -40,6 +40,9 @@ struct Observed {
 #[derive(Debug, Default)]
 pub(crate) struct SizeBook {
     replicas: HashMap<(String, i32), HashMap<i32, Observed>>,
+    /// For each moving partition: bytes copied when last seen to grow, and
+    /// when (first sight counts as growth), for stuck detection.
+    progress: HashMap<(String, i32), (u64, Instant)>,
 }
 
 impl SizeBook {
@@ -369,8 +372,11 @@ impl Term {
         let Some(r) = state.reassignment.clone() else {
             return pb::DescribeReassignmentResponse::default();
         };
-        let sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
         let phase = r.phase();
+        let now = Instant::now();
+        let stuck_after = self.config.reassignment_stuck_after;
+        let mut seen: BTreeSet<(String, i32)> = BTreeSet::new();
         let partitions = r
             .targets
             .iter()
@@ -398,9 +404,30 @@ impl Term {
                 } else {
                     out.detail = "the partition no longer exists".into();
                 }
+                if ms == MoveState::Moving {
+                    let key = (t.topic.clone(), t.partition);
+                    let mark = sizes
+                        .progress
+                        .entry(key.clone())
+                        .or_insert((out.bytes_copied, now));
+                    if out.bytes_copied > mark.0 {
+                        *mark = (out.bytes_copied, now);
+                    }
+                    let idle = now.duration_since(mark.1);
+                    if idle >= stuck_after {
+                        out.stuck = true;
+                        out.detail = format!(
+                            "stuck: nothing copied for {}s ({})",
+                            idle.as_secs(),
+                            out.detail
+                        );
+                    }
+                    seen.insert(key);
+                }
                 out
             })
             .collect();
+        sizes.progress.retain(|k, _| seen.contains(k));
         pb::DescribeReassignmentResponse {
             exists: true,
             id: r.record.id.clone(),

@@ -45,66 +45,80 @@ pub struct AgentArgs {
     )]
     coordinators: Vec<String>,
     /// This agent's broker id (>= 0); its data directory remembers it.
-    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "BALLAST_BROKER_ID",
+        value_name = "ID",
+        allow_negative_numbers = true
+    )]
     broker_id: i32,
     /// Rack name, for rack-aware replica placement.
-    #[arg(long)]
+    #[arg(long, env = "BALLAST_RACK")]
     rack: Option<String>,
     /// Directory for the agent's identity and partition directories
     /// (created when missing; one agent at a time).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "BALLAST_DATA_DIR", value_name = "DIR")]
     data_dir: PathBuf,
     /// Address the AgentControl gRPC server listens on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    #[arg(
+        long,
+        env = "BALLAST_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0"
+    )]
     listen: SocketAddr,
     /// host:port the coordinator and clients use to reach this agent
     /// (default: the bound address).
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, env = "BALLAST_ADVERTISE", value_name = "HOST:PORT")]
     advertise: Option<String>,
     /// Disk capacity to report, in bytes (default: the size of the file
     /// system holding the data directory).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, env = "BALLAST_DISK_CAPACITY", value_name = "BYTES")]
     disk_capacity: Option<u64>,
     /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "BALLAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Read options from this TOML file (keys are the flag names); the
+    /// environment (`BALLAST_<NAME>`) and flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Serve `GET /metrics` (Prometheus text format) over HTTP on this
     /// address (default: off).
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, env = "BALLAST_HTTP_LISTEN", value_name = "HOST:PORT")]
     http_listen: Option<String>,
     /// Drop a follower from the ISR after it lags this long (Kafka's
     /// replica.lag.time.max.ms; default 30s).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_REPLICA_LAG_TIME_MAX", value_parser = humantime::parse_duration)]
     replica_lag_time_max: Option<Duration>,
     /// Long-poll wait of follower fetches (default 500ms).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_REPLICA_FETCH_MAX_WAIT", value_parser = humantime::parse_duration)]
     replica_fetch_max_wait: Option<Duration>,
     /// Largest produce request accepted, in bytes (default 64 MiB).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, env = "BALLAST_MAX_REQUEST_BYTES", value_name = "BYTES")]
     max_request_bytes: Option<usize>,
     /// Largest fetch answer, in bytes (default 64 MiB).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, env = "BALLAST_MAX_FETCH_BYTES", value_name = "BYTES")]
     max_fetch_bytes: Option<usize>,
     /// How often retention and compaction run (default 5m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_RETENTION_CHECK_INTERVAL", value_parser = humantime::parse_duration)]
     retention_check_interval: Option<Duration>,
     /// How often high-watermark and recovery checkpoints are written
     /// (default 5s).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_CHECKPOINT_INTERVAL", value_parser = humantime::parse_duration)]
     checkpoint_interval: Option<Duration>,
     /// How often background (ASYNC_FLUSH, flush.ms) flushes are checked
     /// (default 100ms).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_FLUSH_CHECK_INTERVAL", value_parser = humantime::parse_duration)]
     flush_check_interval: Option<Duration>,
     /// Heartbeat interval given to consumer-group members (at most a third
     /// of a member's session; default 5s).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_GROUP_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
     group_heartbeat_interval: Option<Duration>,
     /// Shortest session timeout a group member may ask for (default 1s).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_GROUP_MIN_SESSION_TIMEOUT", value_parser = humantime::parse_duration)]
     group_min_session_timeout: Option<Duration>,
     /// Longest session timeout a group member may ask for (default 30m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_GROUP_MAX_SESSION_TIMEOUT", value_parser = humantime::parse_duration)]
     group_max_session_timeout: Option<Duration>,
 }
 
@@ -179,6 +193,8 @@ impl AgentArgs {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(args: AgentArgs) -> Result<String> {
+    // `--config` was expanded into flags before parsing (`config.rs`).
+    debug_assert!(args.config.is_none());
     let config = args.config();
     config.validate()?;
     let replication = args.replication()?;

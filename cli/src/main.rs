@@ -15,6 +15,7 @@ mod admin;
 mod agent;
 mod assign;
 mod balance;
+mod config;
 mod data;
 mod format;
 mod group_format;
@@ -70,13 +71,20 @@ enum Command {
     /// disk per broker (draining or filling brokers), and apply it.
     #[command(subcommand)]
     Balance(balance::BalanceCommand),
+    /// Server configuration: print the effective configuration of a role.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Exit code for arguments clap refuses (clap's own convention).
 const USAGE_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv = match config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => return fail(&format!("error: {e:#}"), ExitCode::from(USAGE_ERROR)),
+    };
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => return clap_exit(&e),
     };
@@ -91,6 +99,7 @@ fn main() -> ExitCode {
         Command::Groups(cmd) => groups::run(cmd),
         Command::Reassign(cmd) => reassign::run(cmd),
         Command::Balance(cmd) => balance::run(cmd),
+        Command::Config(config::ConfigCommand::Print(args)) => config::print(args),
     };
     match result {
         Ok(out) => write_stdout(&out),

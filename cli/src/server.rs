@@ -24,84 +24,92 @@ pub struct CoordinatorArgs {
     )]
     etcd: Vec<String>,
     /// Use the embedded store in this file instead of etcd (one machine only).
-    #[arg(long, conflicts_with = "etcd")]
+    #[arg(long, env = "BALLAST_LOCAL_STORE", conflicts_with = "etcd")]
     local_store: Option<std::path::PathBuf>,
     /// Address to serve the admin and broker-control API on.
-    #[arg(long, default_value = "127.0.0.1:9410")]
+    #[arg(long, env = "BALLAST_LISTEN", default_value = "127.0.0.1:9410")]
     listen: String,
     /// Address others reach this coordinator at (default: the bound address).
-    #[arg(long)]
+    #[arg(long, env = "BALLAST_ADVERTISE")]
     advertise: Option<String>,
     /// Cluster id (the etcd key prefix is /ballast/<cluster id>/).
     #[arg(long, default_value = "ballast", env = "BALLAST_CLUSTER_ID")]
     cluster_id: String,
     /// TTL of the leadership lease.
-    #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_LEASE_TTL", default_value = "6s", value_parser = humantime::parse_duration)]
     lease_ttl: Duration,
     /// Stop acting when the lease was not renewed for this long (< lease TTL).
-    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_RENEW_DEADLINE", default_value = "4s", value_parser = humantime::parse_duration)]
     renew_deadline: Duration,
     /// Heartbeat interval given to agents.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
     /// Fence a broker after this long without a heartbeat.
-    #[arg(long, default_value = "9s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_SESSION_TIMEOUT", default_value = "9s", value_parser = humantime::parse_duration)]
     session_timeout: Duration,
     /// Partitions of __consumer_offsets (fixed once it exists).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, env = "BALLAST_OFFSETS_PARTITIONS", default_value_t = 50)]
     offsets_partitions: i32,
     /// Replication factor of __consumer_offsets (capped at the live brokers).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, env = "BALLAST_OFFSETS_REPLICATION_FACTOR", default_value_t = 3)]
     offsets_replication_factor: i32,
     /// How often to check leader imbalance (0s: never).
-    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_LEADER_IMBALANCE_CHECK_INTERVAL", default_value = "300s", value_parser = humantime::parse_duration)]
     leader_imbalance_check_interval: Duration,
     /// Full push to every agent at least this often.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_FULL_SYNC_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     full_sync_interval: Duration,
     /// Default bound of reassignment moves in flight involving one broker
     /// (`reassign execute --max-moves-per-broker` overrides it per plan).
-    #[arg(long, default_value_t = 5)]
+    #[arg(
+        long,
+        env = "BALLAST_REASSIGNMENT_MAX_MOVES_PER_BROKER",
+        default_value_t = 5
+    )]
     reassignment_max_moves_per_broker: u32,
     /// Default bound of reassignment moves in flight in the cluster.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, env = "BALLAST_REASSIGNMENT_MAX_MOVES", default_value_t = 50)]
     reassignment_max_moves: u32,
     /// Throttle for followers out of the ISR catching up (e.g. a broker back
     /// from a long outage), per broker: `50MiB/s`; default unthrottled.
-    #[arg(long, value_parser = crate::reassign::parse_rate)]
+    #[arg(long, env = "BALLAST_CATCH_UP_THROTTLE", value_parser = crate::reassign::parse_rate)]
     catch_up_throttle: Option<u64>,
     /// Continuous balancing: when a broker joins empty, a broker has been
     /// down longer than --auto-balance-grace, or replica counts drift past
     /// --auto-balance-threshold, propose and execute a plan by itself.
-    #[arg(long)]
+    #[arg(long, env = "BALLAST_AUTO_BALANCE")]
     auto_balance: bool,
     /// At most one automatic reassignment this often.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_AUTO_BALANCE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     auto_balance_interval: Duration,
     /// How often the continuous balancer looks at the cluster.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_AUTO_BALANCE_CHECK_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     auto_balance_check_interval: Duration,
     /// Drain a broker that has been down (fenced) this long.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_AUTO_BALANCE_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
     auto_balance_grace: Duration,
     /// Rebalance when replica counts per broker spread (max - min) past this
     /// percentage of the mean.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "BALLAST_AUTO_BALANCE_THRESHOLD", default_value_t = 10)]
     auto_balance_threshold: u32,
     /// Throttle of automatic reassignments, per broker (`50MiB/s`).
-    #[arg(long, value_parser = crate::reassign::parse_rate)]
+    #[arg(long, env = "BALLAST_AUTO_BALANCE_THROTTLE", value_parser = crate::reassign::parse_rate)]
     auto_balance_throttle: Option<u64>,
     /// Serve `GET /metrics` (Prometheus text format) over HTTP on this
     /// address (default: off).
-    #[arg(long)]
+    #[arg(long, env = "BALLAST_HTTP_LISTEN")]
     http_listen: Option<String>,
     /// Report a moving partition as stuck when its new replicas copy
     /// nothing for this long (shown by `cluster status`).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BALLAST_REASSIGNMENT_STUCK_AFTER", default_value = "5m", value_parser = humantime::parse_duration)]
     reassignment_stuck_after: Duration,
     /// Log lines as text or JSON (one object per line).
-    #[arg(long, value_enum, default_value_t = crate::agent::LogFormat::Text)]
+    #[arg(long, env = "BALLAST_LOG_FORMAT", value_enum, default_value_t = crate::agent::LogFormat::Text)]
     log_format: crate::agent::LogFormat,
+    /// Read options from this TOML file (keys are the flag names); the
+    /// environment (`BALLAST_<NAME>`) and flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 /// Install the stderr logger (RUST_LOG overrides the default `info`).
@@ -148,6 +156,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `ballast coordinator`.
 pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<String> {
+    // `--config` was expanded into flags before parsing (`config.rs`).
+    debug_assert!(args.config.is_none());
     crate::agent::init_logging(args.log_format)?;
     runtime()?.block_on(async move {
         let store: Arc<dyn MetadataStore> = match &args.local_store {

@@ -300,6 +300,9 @@ pub struct DevArgs {
     /// Address of the coordinator's API.
     #[arg(long, default_value = "127.0.0.1:9410")]
     listen: String,
+    /// Address of the web console (`/ui`) and `/metrics`.
+    #[arg(long, default_value = "127.0.0.1:9420")]
+    http_listen: String,
 }
 
 /// `ballast dev`: the embedded store, one coordinator and N agents in one
@@ -327,6 +330,14 @@ pub fn dev(args: DevArgs) -> anyhow::Result<String> {
         let coordinator = Coordinator::new(config, store).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let serve = tokio::spawn(ballast_coordinator::service::serve(coordinator.clone(), listener, wait_true(stop_rx.clone())));
+        let (http_listener, http_bound) = ballast_coordinator::service::bind(&args.http_listen)
+            .await
+            .with_context(|| format!("--http-listen {}", args.http_listen))?;
+        let http = tokio::spawn(ballast_coordinator::http::serve(
+            coordinator.clone(),
+            http_listener,
+            wait_true(stop_rx.clone()),
+        ));
         let run = tokio::spawn(coordinator.clone().run(wait_true(stop_rx)));
 
         let mut agents = Vec::new();
@@ -351,6 +362,7 @@ pub fn dev(args: DevArgs) -> anyhow::Result<String> {
             data_dir.display()
         ));
         out.push_str(&format!("  coordinator listening on {address}\n"));
+        out.push_str(&format!("  web console http://{http_bound}/ui  (metrics: http://{http_bound}/metrics)\n"));
         for a in &agents {
             out.push_str(&format!(
                 "  broker {:<3} {}  data {}\n",
@@ -376,6 +388,7 @@ pub fn dev(args: DevArgs) -> anyhow::Result<String> {
         let _ = stop_tx.send(true);
         let _ = run.await;
         let _ = serve.await;
+        let _ = http.await;
         Ok("ballast dev: stopped\n".to_owned())
     })
 }

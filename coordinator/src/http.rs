@@ -1,6 +1,8 @@
 //! The coordinator's HTTP endpoint (`--http-listen`): `GET /metrics` in
-//! Prometheus text format. Read-only; the gauges are refreshed from the
-//! active term's state at each scrape.
+//! Prometheus text format, the web console at `GET /ui` (one static page,
+//! compiled in: nothing is downloaded at run time) and the JSON it polls,
+//! `GET /api/cluster`. Read-only; the gauges are refreshed from the active
+//! term's state at each scrape.
 
 use axum::Router;
 use axum::http::header;
@@ -85,9 +87,130 @@ async fn metrics(axum::extract::State(c): axum::extract::State<Coordinator>) -> 
     )
 }
 
+/// The console page.
+const UI: &str = include_str!("ui.html");
+
+async fn ui() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        UI,
+    )
+}
+
+/// What the console shows, as JSON.
+pub fn cluster_json(c: &Coordinator) -> serde_json::Value {
+    use serde_json::json;
+    let Ok(term) = c.active_term() else {
+        return json!({
+            "active": false,
+            "active_address": c.active_address().unwrap_or_default(),
+        });
+    };
+    let (_, stuck) = term.reassignment_summary();
+    let auto_balance = term.auto_balance_summary();
+    let r = term.describe_reassignment();
+    let state = term.state();
+    let brokers: Vec<serde_json::Value> = crate::push::broker_infos(&state)
+        .into_iter()
+        .map(|b| {
+            json!({
+                "id": b.broker_id,
+                "rack": b.rack,
+                "fenced": b.fenced,
+                "replicas": b.replicas,
+                "leaders": b.leaders,
+                "address": b.endpoints.first().map(|e| e.address.clone()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    let (total, offline, under, under_min) = crate::service::counts(&state);
+    let topics: Vec<serde_json::Value> = state
+        .topics
+        .values()
+        .map(|t| {
+            let d = crate::service::describe_topic(t, pb::PartitionFilter::All);
+            let problems: Vec<serde_json::Value> = d
+                .partitions
+                .iter()
+                .filter(|p| p.offline || p.under_replicated || p.under_min_isr)
+                .map(|p| {
+                    json!({
+                        "partition": p.partition, "leader": p.leader,
+                        "replicas": p.replicas, "isr": p.isr,
+                        "offline": p.offline, "under_replicated": p.under_replicated,
+                        "under_min_isr": p.under_min_isr,
+                    })
+                })
+                .collect();
+            json!({
+                "name": d.name,
+                "partitions": d.partitions.len(),
+                "replication_factor": d.replication_factor,
+                "internal": d.internal,
+                "problems": problems,
+            })
+        })
+        .collect();
+    drop(state);
+    let move_state = |s: i32| match pb::PartitionMoveState::try_from(s) {
+        Ok(pb::PartitionMoveState::Pending) => "pending",
+        Ok(pb::PartitionMoveState::Moving) => "moving",
+        Ok(pb::PartitionMoveState::Complete) => "complete",
+        Ok(pb::PartitionMoveState::Cancelled) => "cancelled",
+        Ok(pb::PartitionMoveState::Failed) => "failed",
+        Ok(pb::PartitionMoveState::Reverting) => "reverting",
+        _ => "unknown",
+    };
+    let reassignment = json!({
+        "exists": r.exists,
+        "id": r.id,
+        "state": r.state,
+        "partitions": r.partitions.iter().map(|p| json!({
+            "topic": p.topic, "partition": p.partition, "state": move_state(p.state),
+            "original": p.original, "target": p.target,
+            "bytes_total": p.bytes_total, "bytes_copied": p.bytes_copied,
+            "detail": p.detail, "stuck": p.stuck,
+        })).collect::<Vec<_>>(),
+    });
+    json!({
+        "active": true,
+        "cluster_id": c.config().cluster_id,
+        "epoch": term.epoch,
+        "auto_balance": auto_balance,
+        "stuck": stuck,
+        "counts": {
+            "partitions": total, "offline": offline,
+            "under_replicated": under, "under_min_isr": under_min,
+        },
+        "brokers": brokers,
+        "topics": topics,
+        "reassignment": reassignment,
+    })
+}
+
+async fn api_cluster(
+    axum::extract::State(c): axum::extract::State<Coordinator>,
+) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        cluster_json(&c).to_string(),
+    )
+}
+
 /// The router.
 pub fn router(c: Coordinator) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(c)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/ui", get(ui))
+        .route("/ui/", get(ui))
+        .route("/api/cluster", get(api_cluster))
+        .with_state(c)
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves.

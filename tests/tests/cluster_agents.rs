@@ -236,7 +236,16 @@ async fn ballast_dev_keeps_topics_across_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").to_string_lossy().into_owned();
     let listen = format!("127.0.0.1:{}", free_port());
-    let args = ["dev", "--data-dir", &data, "--listen", &listen];
+    let http = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "dev",
+        "--data-dir",
+        &data,
+        "--listen",
+        &listen,
+        "--http-listen",
+        &http,
+    ];
     let mut dev = BallastProcess::start(&args, Duration::from_secs(60)).unwrap();
     let addrs = vec![dev.address().to_owned()];
     let created = on_active(&addrs, WAIT, |mut c| async move {

@@ -1,6 +1,7 @@
 //! The agent's Prometheus metrics (`GET /metrics` on `--http-listen`):
 //! produce and fetch requests, bytes and latency, partitions hosted by
-//! role, and the follower throttles in force. Counters and histograms are
+//! role, the follower throttles in force, and the rebalances of the groups
+//! the agent coordinates. Counters and histograms are
 //! updated by the data service as requests finish; the gauges are set from
 //! the replica manager when scraped. Label sets are bounded (acks, result,
 //! fetch kind, role): per-topic figures belong to `ballast` commands, not
@@ -43,6 +44,8 @@ pub struct AgentMetrics {
     /// Follower throttles in force, bytes per second (0 = none), by kind
     /// (reassignment, catch_up).
     pub throttle: Family<Labels, Gauge>,
+    /// Group epoch bumps (rebalances) of the groups this agent coordinates.
+    pub group_epoch_bumps: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -65,6 +68,7 @@ impl AgentMetrics {
             fetch_latency: Family::new_with_constructor(latency),
             partitions: Family::default(),
             throttle: Family::default(),
+            group_epoch_bumps: Counter::default(),
         };
         registry.register(
             "produce_partitions",
@@ -105,6 +109,11 @@ impl AgentMetrics {
             "follower_throttle_bytes_per_second",
             "Follower fetch throttle in force, by kind (reassignment, catch_up); 0 = none",
             m.throttle.clone(),
+        );
+        registry.register(
+            "group_rebalances",
+            "Group epoch bumps (membership, subscription or partition-count changes) of the groups this agent coordinates",
+            m.group_epoch_bumps.clone(),
         );
         AgentMetrics { registry, ..m }
     }

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use ballast_client::consumer::ConsumerConfig;
+use ballast_client::group::{GroupConfig, GroupConsumer};
 use ballast_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use ballast_proto::v1::{self as pb};
 use ballast_tests::cluster::{
@@ -59,16 +61,17 @@ async fn coordinator_and_agent_metrics_follow_the_cluster() {
     let addrs = vec![coordinator.address().to_owned()];
     eventually("active", WAIT, || find_active(&addrs)).await;
     let dirs = tempfile::tempdir().unwrap();
-    let agent_http = format!("127.0.0.1:{}", free_port());
+    let https: BTreeMap<i32, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
+    let agent_http = https[&1].clone();
     let mut agents: BTreeMap<i32, BallastProcess> = (1..=3)
         .map(|id| {
             let dir = dirs.path().join(format!("b{id}"));
-            let extra: Vec<&str> = if id == 1 {
-                vec!["--http-listen", &agent_http]
-            } else {
-                vec![]
-            };
-            (id, start_agent(&addrs[0], id, &dir, &extra))
+            (
+                id,
+                start_agent(&addrs[0], id, &dir, &["--http-listen", &https[&id]]),
+            )
         })
         .collect();
     wait_live_brokers(&addrs, 3, WAIT).await;
@@ -138,6 +141,29 @@ async fn coordinator_and_agent_metrics_follow_the_cluster() {
             .unwrap()
             >= 1.0
     );
+
+    // A member joins a group: its coordinator (whichever agent leads the
+    // group's offsets partition) counts the rebalance.
+    let mut group = GroupConfig::new("metrics-group");
+    group.auto_commit = false;
+    let bootstrap: Vec<String> = agents.values().map(|a| a.address().to_owned()).collect();
+    let mut member = GroupConsumer::connect(bootstrap, ConsumerConfig::default(), group).unwrap();
+    member.subscribe(&["m".to_owned()]).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let _ = member.poll(Duration::from_millis(200)).await;
+        let mut total = 0.0;
+        for h in https.values() {
+            total += value(h, "ballast_agent_group_rebalances_total")
+                .await
+                .unwrap_or(0.0);
+        }
+        if total >= 1.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no rebalance counted");
+    }
+    member.close().await.unwrap();
 
     // Broker 2 dies: fenced, and the ISR shrinks.
     agents.get_mut(&2).unwrap().kill();

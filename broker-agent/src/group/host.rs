@@ -318,7 +318,24 @@ impl ShardHost {
                 }
                 Err(e) => return Err(HostError::NotAvailable(e.to_string())),
             };
+            let bumps = chunk
+                .iter()
+                .filter(|r| match r {
+                    ballast_group::record::GroupRecord::Metadata {
+                        group_id,
+                        value: Some(v),
+                    } => {
+                        v.group_epoch
+                            > active
+                                .shard
+                                .group(group_id)
+                                .map_or(0, ballast_group::state::Group::group_epoch)
+                    }
+                    _ => false,
+                })
+                .count() as u64;
             active.shard.apply(chunk);
+            self.manager.metrics().group_epoch_bumps.inc_by(bumps);
             active.written_end = appended.last_offset + 1;
             replicated = appended.replicated;
         }

@@ -70,9 +70,15 @@ pub struct ClusterArgs {
 /// The `ballast cluster` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Offline, under-min-ISR and under-replicated partitions and fenced
-    /// brokers, then cluster id, active coordinator and counts.
-    Status,
+    /// Offline, under-min-ISR and under-replicated partitions, stuck
+    /// reassignment partitions, fenced brokers and lagging consumer groups,
+    /// then cluster id, active coordinator and counts.
+    Status {
+        /// A group whose committed offsets trail the logs by more than this
+        /// many records in total is listed as lagging.
+        #[arg(long, default_value_t = 1000)]
+        lag_threshold: i64,
+    },
 }
 
 /// `ballast brokers`.
@@ -260,7 +266,9 @@ pub fn run(cmd: AdminCommand) -> Result<String> {
     match cmd {
         AdminCommand::Cluster(args) => block_on(args.connect, |admin, format| async move {
             match args.command {
-                ClusterCommand::Status => cluster_status(&admin, format).await,
+                ClusterCommand::Status { lag_threshold } => {
+                    cluster_status(&admin, format, lag_threshold).await
+                }
             }
         }),
         AdminCommand::Brokers(args) => block_on(args.connect, |admin, format| async move {
@@ -326,7 +334,39 @@ fn coordinator_addresses(given: &[String]) -> Result<Vec<String>> {
     Ok(addresses)
 }
 
-async fn cluster_status(admin: &AdminClient, format: Format) -> Result<String> {
+/// Groups whose total lag passes `threshold`: (group, lag, members), or a
+/// note on why groups could not be read. At most 200 groups are described.
+async fn lagging_groups(
+    brokers: &[ballast_client::admin::BrokerInfo],
+    threshold: i64,
+) -> Result<Vec<(String, i64, usize)>, String> {
+    use ballast_client::group_admin::{GroupAdmin, GroupAdminOptions};
+    let addresses: Vec<String> = brokers
+        .iter()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| b.endpoints.first().map(|e| e.address.clone()))
+        .filter(|a| !a.is_empty())
+        .collect();
+    if addresses.is_empty() {
+        return Ok(Vec::new());
+    }
+    let groups =
+        GroupAdmin::connect(addresses, GroupAdminOptions::default()).map_err(|e| e.to_string())?;
+    let list = groups.list_groups().await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for g in list.groups.iter().take(200) {
+        let Ok(d) = groups.describe_group(&g.group_id).await else {
+            continue;
+        };
+        let lag: i64 = d.partitions.iter().filter_map(|p| p.lag).sum();
+        if lag > threshold {
+            out.push((g.group_id.clone(), lag, d.group.members.len()));
+        }
+    }
+    Ok(out)
+}
+
+async fn cluster_status(admin: &AdminClient, format: Format, lag_threshold: i64) -> Result<String> {
     let describe = |filter| admin.describe_topics(Vec::new(), filter, true);
     let (info, brokers, offline, under_min_isr, under_replicated) = tokio::try_join!(
         admin.cluster_info(),
@@ -335,12 +375,16 @@ async fn cluster_status(admin: &AdminClient, format: Format) -> Result<String> {
         describe(PartitionFilter::UnderMinIsr),
         describe(PartitionFilter::UnderReplicated),
     )?;
+    let lagging = lagging_groups(&brokers, lag_threshold).await;
     let status = ClusterStatus {
         info,
         brokers,
         offline,
         under_min_isr,
         under_replicated,
+        lagging: lagging.as_ref().cloned().unwrap_or_default(),
+        groups_error: lagging.err(),
+        lag_threshold,
     };
     Ok(match format {
         Format::Table => format::cluster_status_text(&status),

@@ -39,6 +39,12 @@ pub struct ClusterStatus {
     pub under_min_isr: Vec<TopicDescription>,
     /// DescribeTopics filtered to under-replicated partitions.
     pub under_replicated: Vec<TopicDescription>,
+    /// Groups lagging past the threshold (group, lag, members).
+    pub lagging: Vec<(String, i64, usize)>,
+    /// Why groups could not be read, if they could not.
+    pub groups_error: Option<String>,
+    /// The threshold used.
+    pub lag_threshold: i64,
 }
 
 /// `ballast cluster status`: the problems (offline, under-min-ISR and
@@ -96,6 +102,21 @@ pub fn cluster_status_text(status: &ClusterStatus) -> String {
             fenced.len(),
             ids(&fenced)
         ));
+    }
+    if !status.lagging.is_empty() {
+        out.push_str(&format!(
+            "lagging groups (lag > {}): {}\n",
+            status.lag_threshold,
+            status.lagging.len()
+        ));
+        let mut table = Table::new(["GROUP", "LAG", "MEMBERS"]);
+        for (g, lag, members) in status.lagging.iter().take(PROBLEM_LIST_LIMIT) {
+            table.row([g.clone(), lag.to_string(), members.to_string()]);
+        }
+        out.push_str(&indent(&table.render()));
+    }
+    if let Some(e) = &status.groups_error {
+        out.push_str(&format!("consumer groups: not checked ({e})\n"));
     }
     if out.is_empty() {
         out.push_str("problems: none\n");
@@ -155,6 +176,12 @@ pub fn cluster_status_json(status: &ClusterStatus) -> String {
             "under_replicated": problem(&status.under_replicated),
             "fenced_brokers": fenced_broker_ids(&status.brokers),
             "stuck_reassignment_partitions": info.stuck_reassignment_partitions,
+            "lagging_groups": status
+                .lagging
+                .iter()
+                .map(|(g, lag, members)| json!({"group": g, "lag": lag, "members": members}))
+                .collect::<Vec<_>>(),
+            "groups_error": status.groups_error,
         },
     }))
 }
@@ -674,6 +701,9 @@ mod tests {
             offline: only(|p| p.offline),
             under_min_isr: only(|p| p.under_min_isr),
             under_replicated: only(|p| p.under_replicated),
+            lagging: vec![("billing".into(), 4200, 2)],
+            groups_error: None,
+            lag_threshold: 1000,
         }
     }
 
@@ -694,6 +724,9 @@ mod tests {
              \x20 orders  2          3       3,1,2     3\n\
              stuck reassignment partitions: 1 (ballast reassign status)\n\
              fenced brokers: 1 (3)\n\
+             lagging groups (lag > 1000): 1\n\
+             \x20 GROUP    LAG   MEMBERS\n\
+             \x20 billing  4200  2\n\
              \n\
              cluster id:          c-1\n\
              active coordinator:  10.0.0.9:9410 (epoch 7)\n\

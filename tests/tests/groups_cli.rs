@@ -155,6 +155,36 @@ async fn list_describe_reset_and_delete_a_group() {
     // Lag appears as records arrive.
     produce(&b, 0, 5).await;
     assert_eq!(committed(&b)[0], (0, 10, 5));
+    // `cluster status` lists the group as lagging past a threshold of 4,
+    // and not past the default of 1,000.
+    let status = json(&[
+        "cluster",
+        "status",
+        "--lag-threshold",
+        "4",
+        "--format",
+        "json",
+        "--coordinator",
+        &addrs[0],
+    ]);
+    assert_eq!(
+        status["problems"]["lagging_groups"],
+        serde_json::json!([{"group": GROUP, "lag": 5, "members": 0}]),
+        "{status}"
+    );
+    let status = json(&[
+        "cluster",
+        "status",
+        "--format",
+        "json",
+        "--coordinator",
+        &addrs[0],
+    ]);
+    assert_eq!(
+        status["problems"]["lagging_groups"],
+        serde_json::json!([]),
+        "{status}"
+    );
 
     // A dry run changes nothing.
     let plan = json(&[

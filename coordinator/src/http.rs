@@ -203,6 +203,88 @@ async fn api_cluster(
     )
 }
 
+/// The consumer groups of the cluster for the console: every live agent
+/// lists the groups it coordinates; up to 50 are described with lag.
+pub async fn groups_json(c: &Coordinator) -> serde_json::Value {
+    use ballast_client::group_admin::{GroupAdmin, GroupAdminOptions};
+    use serde_json::json;
+    let Ok(term) = c.active_term() else {
+        return json!({"groups": [], "error": "not the active coordinator"});
+    };
+    let addresses: Vec<String> = {
+        let state = term.state();
+        state
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| b.endpoints.first().map(|e| e.address.clone()))
+            .filter(|a| !a.is_empty())
+            .collect()
+    };
+    drop(term);
+    if addresses.is_empty() {
+        return json!({"groups": []});
+    }
+    let admin = match GroupAdmin::connect(addresses, GroupAdminOptions::default()) {
+        Ok(a) => a,
+        Err(e) => return json!({"groups": [], "error": e.to_string()}),
+    };
+    let list = match admin.list_groups().await {
+        Ok(l) => l,
+        Err(e) => return json!({"groups": [], "error": e.to_string()}),
+    };
+    let mut groups = Vec::new();
+    for g in list.groups.iter().take(50) {
+        let Ok(d) = admin.describe_group(&g.group_id).await else {
+            continue;
+        };
+        let lag: i64 = d.partitions.iter().filter_map(|p| p.lag).sum();
+        let members: Vec<serde_json::Value> = d
+            .group
+            .members
+            .iter()
+            .map(|m| {
+                let assignment: Vec<String> = m
+                    .assignment
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}:{}",
+                            t.topic,
+                            t.partitions
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
+                    })
+                    .collect();
+                json!({
+                    "member_id": m.member_id, "client_id": m.client_id,
+                    "state": m.state, "assignment": assignment,
+                })
+            })
+            .collect();
+        groups.push(json!({
+            "group": g.group_id, "state": d.group.state, "epoch": d.group.group_epoch,
+            "coordinator": d.group.coordinator, "lag": lag, "members": members,
+        }));
+    }
+    json!({"groups": groups, "failed_agents": list.failed.len()})
+}
+
+async fn api_groups(
+    axum::extract::State(c): axum::extract::State<Coordinator>,
+) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        groups_json(&c).await.to_string(),
+    )
+}
+
 /// The router.
 pub fn router(c: Coordinator) -> Router {
     Router::new()
@@ -210,6 +292,7 @@ pub fn router(c: Coordinator) -> Router {
         .route("/ui", get(ui))
         .route("/ui/", get(ui))
         .route("/api/cluster", get(api_cluster))
+        .route("/api/groups", get(api_groups))
         .with_state(c)
 }
 

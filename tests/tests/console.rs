@@ -9,9 +9,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use ballast_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use ballast_proto::v1::{self as pb};
 use ballast_tests::cluster::{on_active, start_agent, wait_live_brokers};
-use ballast_tests::process::{BallastProcess, eventually, free_port};
+use ballast_tests::process::{BallastProcess, eventually, free_port, run_ballast};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -92,6 +93,42 @@ async fn the_console_shows_brokers_topics_and_a_stopped_broker() {
     // A fourth broker joins the dev cluster as its own process.
     let mut extra = start_agent(&listen, 4, &dir.path().join("b4"), &[]);
     wait_live_brokers(&addrs, 4, WAIT).await;
+    // A consumer group reads what was produced and commits.
+    let producer =
+        Producer::connect(vec![extra.address().to_owned()], ProducerConfig::default()).unwrap();
+    for i in 0..6 {
+        producer
+            .send(
+                ProducerRecord::new("console-orders", format!("o{i}").into_bytes())
+                    .partition(i % 3),
+            )
+            .await
+            .unwrap();
+    }
+    let coordinator = listen.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run_ballast(&[
+            "consume",
+            "--group",
+            "console-group",
+            "--topic",
+            "console-orders",
+            "--from-beginning",
+            "--max-messages",
+            "6",
+            "--timeout-ms",
+            "30000",
+            "--coordinator",
+            &coordinator,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let url = format!("http://{http}/ui");
     let page = eventually(
@@ -100,7 +137,10 @@ async fn the_console_shows_brokers_topics_and_a_stopped_broker() {
         || async {
             let page = dom(&browser, &url).await;
             ((1..=4).all(|b| page.contains(&format!("<tr data-broker=\"{b}\">")))
-                && page.contains("data-topic=\"console-orders\""))
+                && page.contains("data-topic=\"console-orders\"")
+                && page.contains(
+                    "<tr data-group=\"console-group\"><td>console-group</td><td>Empty</td>",
+                ))
             .then_some(page)
         },
     )

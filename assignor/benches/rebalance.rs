@@ -6,8 +6,11 @@
 //!
 //! Cases: `add-50` (50 empty brokers join), `remove-10` (drain 10 brokers),
 //! `leaders` (the leaders goal after 50 join), `disk` (random sizes, the
-//! disk goal, 50 joined). Before the timed runs each case prints its moves
-//! beside the lower bound. Run with
+//! disk goal, 50 joined), and on uneven racks (rack k holds brokers
+//! 2^k..2^(k+1), so 1, 2, 4, ... 512 brokers: the small racks' brokers are
+//! hot, since rack-aware placement alternates racks) `uneven-add-50` and
+//! `uneven-disk`. Before the timed runs each case prints its moves beside
+//! the lower bound. Run with
 //! `cargo bench -p ballast-assignor --bench rebalance`
 //! (`-- --test` runs each once). Results live in docs/BENCHMARKS.md.
 
@@ -32,9 +35,15 @@ fn brokers(n: i32) -> Vec<BrokerMetadata> {
         .collect()
 }
 
-/// Topics of 1,000 partitions placed over the first `placed` brokers.
-fn cluster(placed: i32) -> Vec<BalancePartition> {
-    let on = brokers(placed);
+/// Racks of 1, 2, 4, ... brokers: broker `id` on rack ⌊log2 id⌋.
+fn uneven_brokers(n: i32) -> Vec<BrokerMetadata> {
+    (1..=n)
+        .map(|id| BrokerMetadata::with_rack(id, format!("rack-{}", id.ilog2())))
+        .collect()
+}
+
+/// Topics of 1,000 partitions placed over `on`.
+fn cluster(on: &[BrokerMetadata]) -> Vec<BalancePartition> {
     let mut rng = JavaRandom::new(42);
     let mut out = Vec::with_capacity((REPLICAS / RF + 1) as usize);
     let total = (REPLICAS + RF - 1) / RF;
@@ -42,7 +51,7 @@ fn cluster(placed: i32) -> Vec<BalancePartition> {
     while (out.len() as i32) < total {
         let n = TOPIC_PARTITIONS.min(total - out.len() as i32);
         let a = assign_replicas_to_brokers(PlacementRequest {
-            brokers: &on,
+            brokers: on,
             partitions: n,
             replication_factor: RF,
             start_index: StartIndex::Random(&mut rng),
@@ -81,8 +90,9 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let joined = cluster(BROKERS - 50);
-    let full = cluster(BROKERS);
+    let joined = cluster(&brokers(BROKERS - 50));
+    let full = cluster(&brokers(BROKERS));
+    let uneven = cluster(&uneven_brokers(BROKERS - 50));
     vec![
         Case {
             name: "add-50",
@@ -109,6 +119,20 @@ fn cases() -> Vec<Case> {
             name: "disk",
             brokers: brokers(BROKERS),
             parts: with_sizes(joined),
+            goal: Goal::Disk,
+            remove: Vec::new(),
+        },
+        Case {
+            name: "uneven-add-50",
+            brokers: uneven_brokers(BROKERS),
+            parts: uneven.clone(),
+            goal: Goal::Replicas,
+            remove: Vec::new(),
+        },
+        Case {
+            name: "uneven-disk",
+            brokers: uneven_brokers(BROKERS),
+            parts: with_sizes(uneven),
             goal: Goal::Disk,
             remove: Vec::new(),
         },

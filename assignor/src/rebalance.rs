@@ -20,11 +20,21 @@
 //!    the replica order (and the preferred leader, when it stays) is kept.
 //! 2. *fill*: replicas that still must move (no broker with room could take
 //!    them) go to the broker with the most room the partition does not use
-//!    yet, preferring a rack it does not use yet, else over a quota to the
-//!    least loaded broker allowed.
+//!    yet, preferring a rack it does not use yet; failing that, one shed by
+//!    a target stays where it was (no move), one on a removed broker goes
+//!    over a quota to the least loaded broker allowed.
 //! 3. *repair*: a broker left over its quota hands a replica to one under
 //!    it: a slot being moved anyway first (free), else one of its own
-//!    (one move), else by swapping two slots being moved.
+//!    (one move), else through a swap: one of its slots goes to a broker
+//!    `w` the rules allow while a broker under its quota takes one of
+//!    `w`'s slots (a moved one first).
+//! 4. *level*: when the rack rule still keeps brokers over their quota
+//!    (uneven racks: the brokers of a small rack hold a replica of most
+//!    partitions, a big rack takes at most one per partition, so no result
+//!    puts every broker at its quota), each, fullest first, hands replicas
+//!    to the least loaded broker allowed while that one stays below it.
+//!    The excess is spread instead of left on a few brokers; the moves this
+//!    costs are beyond the lower bound, which ignores racks.
 //!
 //! The rack rule (when every broker has a rack): a replica whose rack is
 //! used by no other replica of its partition is only replaced by a broker on
@@ -34,9 +44,19 @@
 //!
 //! Greedy, so not always optimal: the property tests check, on random
 //! clusters without racks, that every target ends at its quota and the
-//! moves stay within 5 % (plus one) of the bound; the benchmark reports the
-//! ratio on large racked clusters. Cost: one pass over the partitions per
-//! target under its quota, plus the repairs.
+//! moves stay within 5 % (plus one) of the bound, and on even and uneven
+//! racks that no broker ends fuller than the fullest was (or its quota);
+//! the benchmark reports the ratio on large racked clusters, even and
+//! uneven.
+//!
+//! Cost: near-linear in replicas whatever the racks. Brokers with room are
+//! kept in ordered sets, also per rack, so finding the best
+//! broker for a slot skips at most the partition's `RF` brokers, or, under
+//! the rack rule, the racks it uses or those racks' brokers (whichever is
+//! fewer); the repair tries each candidate slot once and finds swaps
+//! through an index of slots by broker. (An earlier version scanned every
+//! broker per slot and every pair of moved slots per repair: cubic on
+//! uneven racks, 84 s for 40 brokers.)
 //!
 //! # Leaders ([`Goal::Leaders`])
 //! After the replicas step, preferred leaders (first replicas) are evened
@@ -56,10 +76,14 @@
 //! first, sheds its replicas largest first — skipping one that would take it
 //! below the mean minus the tolerance — each to the emptiest target allowed
 //! (not already a replica, rack rule as above) that stays within the mean
-//! plus the tolerance, until it is within it. Then each target below the
-//! mean minus the tolerance, emptiest first, takes from the fullest targets,
-//! one replica per donor per round: the largest that keeps the donor at or
-//! above the mean. Largest first keeps the number of moves low; the bytes
+//! plus the tolerance, until it is within it. Then each target above the
+//! mean, fullest first, gives its largest replicas that keep it at or above
+//! the mean to the emptiest target allowed while that one is below the mean
+//! minus the tolerance (and stays within the mean plus it). Last, targets
+//! the rack rule left above the mean plus the tolerance give to the
+//! emptiest target allowed as long as it stays below the giver (each such
+//! move lowers Σ bytes²). Each replica is looked at once per pass.
+//! Largest first keeps the number of moves low; the bytes
 //! moved stay close to the bound below because brokers give little more
 //! than their excess. The lower
 //! bound on bytes moved, for any result with every target within the
@@ -72,6 +96,7 @@
 //!
 //! Pure and deterministic: no I/O, no randomness.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::error::Error;
@@ -175,14 +200,116 @@ impl Ctx<'_> {
         self.rack.get(&b).copied().flatten()
     }
 
-    /// Racks of `replicas` other than the one at `skip`.
-    fn racks_except(&self, replicas: &[i32], skip: usize) -> BTreeSet<&str> {
+    /// Does a replica of `replicas` other than the one at `skip` sit on
+    /// `rack`? (No allocation: this runs for every candidate broker.)
+    fn rack_used(&self, replicas: &[i32], skip: usize, rack: &str) -> bool {
         replicas
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != skip)
-            .filter_map(|(_, b)| self.rack_of(*b))
-            .collect()
+            .any(|(i, b)| i != skip && self.rack_of(*b) == Some(rack))
+    }
+
+    /// Brokers on the most populous rack among the targets.
+    fn largest_rack(&self) -> usize {
+        let mut per: HashMap<&str, usize> = HashMap::new();
+        for b in &self.targets {
+            if let Some(r) = self.rack_of(*b) {
+                *per.entry(r).or_default() += 1;
+            }
+        }
+        per.values().copied().max().unwrap_or(0)
+    }
+}
+
+/// Brokers ranked by a key (smallest first, ties to the lowest id), also
+/// grouped by rack: brokers with room under their quota, most room first
+/// ([`Room`]), or brokers by load.
+///
+/// A search for a broker the partition does not hold stops within
+/// `RF + 1` steps. A search for one on a rack the partition does not use
+/// either walks the racks (skipping at most `RF` used ones, then one
+/// broker per rack) or walks the brokers (skipping at most the brokers of
+/// `RF` racks), whichever is shorter: O(RF · min(racks, largest rack))
+/// rather than O(brokers) when the racks are uneven.
+struct Ranked<'a, K> {
+    all: BTreeSet<(K, i32)>,
+    by_rack: BTreeMap<&'a str, BTreeSet<(K, i32)>>,
+    largest_rack: usize,
+}
+
+/// Brokers with room under their quota, most room first.
+type Room<'a> = Ranked<'a, Reverse<usize>>;
+
+impl<'a, K: Ord + Copy> Ranked<'a, K> {
+    fn new(ctx: &Ctx<'a>) -> Self {
+        Ranked {
+            all: BTreeSet::new(),
+            by_rack: BTreeMap::new(),
+            largest_rack: ctx.largest_rack(),
+        }
+    }
+
+    fn insert(&mut self, ctx: &Ctx<'a>, b: i32, key: K) {
+        self.all.insert((key, b));
+        if let Some(r) = ctx.rack.get(&b).copied().flatten() {
+            self.by_rack.entry(r).or_default().insert((key, b));
+        }
+    }
+
+    fn remove(&mut self, ctx: &Ctx<'_>, b: i32, key: K) {
+        self.all.remove(&(key, b));
+        if let Some(r) = ctx.rack.get(&b).copied().flatten()
+            && let Some(set) = self.by_rack.get_mut(r)
+        {
+            set.remove(&(key, b));
+            if set.is_empty() {
+                self.by_rack.remove(r);
+            }
+        }
+    }
+
+    /// The first broker that may take `replicas[slot]` ([`allowed`]).
+    fn best(&self, ctx: &Ctx<'_>, replicas: &[i32], slot: usize, unused_rack: bool) -> Option<i32> {
+        if !unused_rack || self.by_rack.len() > self.largest_rack {
+            return self
+                .all
+                .iter()
+                .find(|(_, b)| allowed(ctx, replicas, slot, *b, unused_rack))
+                .map(|(_, b)| *b);
+        }
+        self.by_rack
+            .iter()
+            .filter(|(rack, _)| !ctx.rack_used(replicas, slot, rack))
+            .filter_map(|(_, set)| {
+                set.iter()
+                    .find(|(_, b)| allowed(ctx, replicas, slot, *b, false))
+            })
+            .min()
+            .map(|(_, b)| *b)
+    }
+}
+
+impl<'a> Room<'a> {
+    fn with_room(ctx: &Ctx<'a>, room: impl Iterator<Item = (i32, usize)>) -> Self {
+        let mut out = Ranked::new(ctx);
+        for (b, n) in room {
+            out.set(ctx, b, 0, n);
+        }
+        out
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// Broker `b`'s room changes from `old` to `new` (0: no room).
+    fn set(&mut self, ctx: &Ctx<'a>, b: i32, old: usize, new: usize) {
+        if old > 0 {
+            self.remove(ctx, b, Reverse(old));
+        }
+        if new > 0 {
+            self.insert(ctx, b, Reverse(new));
+        }
     }
 }
 
@@ -199,8 +326,9 @@ fn allowed(ctx: &Ctx<'_>, replicas: &[i32], slot: usize, b: i32, unused_rack: bo
         return false;
     }
     if unused_rack {
-        let used = ctx.racks_except(replicas, slot);
-        return ctx.rack_of(b).is_some_and(|r| !used.contains(r));
+        return ctx
+            .rack_of(b)
+            .is_some_and(|r| !ctx.rack_used(replicas, slot, r));
     }
     true
 }
@@ -215,7 +343,7 @@ fn must_keep_rack(ctx: &Ctx<'_>, replicas: &[i32], slot: usize) -> bool {
     match ctx.rack_of(replicas[slot]) {
         // From a broker outside the list: no rack to keep.
         None => false,
-        Some(r) => !ctx.racks_except(replicas, slot).contains(r),
+        Some(r) => !ctx.rack_used(replicas, slot, r),
     }
 }
 
@@ -407,12 +535,12 @@ fn balance_replicas(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> (usize, u64) {
         }
     }
     let mut load: HashMap<i32, usize> = held.clone();
-    let mut room: BTreeSet<(std::cmp::Reverse<usize>, i32)> = ctx
-        .targets
-        .iter()
-        .filter(|b| quota[b] > held[b])
-        .map(|b| (std::cmp::Reverse(quota[b] - held[b]), *b))
-        .collect();
+    let mut room = Room::with_room(
+        ctx,
+        ctx.targets
+            .iter()
+            .map(|b| (*b, quota[b].saturating_sub(held[b]))),
+    );
     let mut filled: Vec<(usize, usize, bool)> = Vec::new();
     for pass in 0..3 {
         if room.is_empty() {
@@ -438,11 +566,7 @@ fn balance_replicas(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> (usize, u64) {
                 }
                 let keep = must_keep_rack(ctx, r, slot);
                 let prefer_new_rack = ctx.racks;
-                let find = |unused: bool| {
-                    room.iter()
-                        .find(|(_, u)| allowed(ctx, r, slot, *u, unused))
-                        .map(|(_, u)| *u)
-                };
+                let find = |unused: bool| room.best(ctx, r, slot, unused);
                 let chosen = if prefer_new_rack {
                     find(true).or_else(|| if keep { None } else { find(false) })
                 } else {
@@ -452,10 +576,7 @@ fn balance_replicas(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> (usize, u64) {
                     continue;
                 };
                 let (q, l) = (quota[&u], load[&u]);
-                room.remove(&(std::cmp::Reverse(q - l), u));
-                if q > l + 1 {
-                    room.insert((std::cmp::Reverse(q - l - 1), u));
-                }
+                room.set(ctx, u, q - l, q - l - 1);
                 load.insert(u, l + 1);
                 if let Some(e) = excess.get_mut(&b) {
                     *e -= 1;
@@ -474,7 +595,7 @@ fn balance_replicas(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> (usize, u64) {
     }
     // What pairing left: replicas still on removed brokers, and excess it
     // could not place, go through the fill below.
-    let mut freed: Vec<(usize, usize)> = Vec::new();
+    let mut freed: Vec<(usize, usize, i32)> = Vec::new();
     for leaders in [false, true] {
         for (pi, r) in replicas.iter().enumerate() {
             for (slot, b) in r.iter().enumerate() {
@@ -485,7 +606,7 @@ fn balance_replicas(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> (usize, u64) {
                     && *e > 0
                 {
                     *e -= 1;
-                    freed.push((pi, slot));
+                    freed.push((pi, slot, *b));
                     if let Some(l) = load.get_mut(b) {
                         *l -= 1;
                     }
@@ -494,35 +615,36 @@ fn balance_replicas(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> (usize, u64) {
         }
     }
     // Brokers with room, most room first.
-    let mut room: BTreeSet<(std::cmp::Reverse<usize>, i32)> = ctx
-        .targets
-        .iter()
-        .filter(|b| quota[b] > load[b])
-        .map(|b| (std::cmp::Reverse(quota[b] - load[b]), *b))
-        .collect();
+    let mut room = Room::with_room(
+        ctx,
+        ctx.targets
+            .iter()
+            .map(|b| (*b, quota[b].saturating_sub(load[b]))),
+    );
     // Fill rack-constrained slots first: they have fewer choices.
-    freed.sort_by_key(|&(pi, slot)| {
+    freed.sort_by_key(|&(pi, slot, _)| {
         (
             std::cmp::Reverse(must_keep_rack(ctx, &replicas[pi], slot)),
             pi,
             slot,
         )
     });
-    for (pi, slot) in freed {
+    for (pi, slot, from) in freed {
         let keep_rack = must_keep_rack(ctx, &replicas[pi], slot);
         let r = &replicas[pi];
-        let pick = |unused: bool| {
-            room.iter()
-                .find(|(_, b)| allowed(ctx, r, slot, *b, unused))
-                .map(|(_, b)| *b)
-        };
+        let pick = |unused: bool| room.best(ctx, r, slot, unused);
         let chosen = if ctx.racks {
             pick(true).or_else(|| if keep_rack { None } else { pick(false) })
         } else {
             pick(false)
         };
-        let chosen = chosen.or_else(|| {
-            // Over a quota: the least loaded target the rules allow.
+        // No broker with room may take it: a replica shed by a target goes
+        // back where it was (it would put some broker over its quota
+        // wherever it went, and there it costs no move; the repair below
+        // tries its other replicas), one from a removed broker to the
+        // least loaded target the rules allow.
+        let back = (ctx.is_target(from) && chosen.is_none()).then_some(from);
+        let chosen = chosen.or(back).or_else(|| {
             ctx.targets
                 .iter()
                 .copied()
@@ -542,17 +664,15 @@ fn balance_replicas(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> (usize, u64) {
         };
         let q = quota[&b];
         let l = load[&b];
-        if q > l {
-            room.remove(&(std::cmp::Reverse(q - l), b));
-        }
+        room.set(ctx, b, q.saturating_sub(l), q.saturating_sub(l + 1));
         load.insert(b, l + 1);
-        if q > l + 1 {
-            room.insert((std::cmp::Reverse(q - l - 1), b));
-        }
         replicas[pi][slot] = b;
-        filled.push((pi, slot, keep_rack));
+        if b != from {
+            filled.push((pi, slot, keep_rack));
+        }
     }
     repair(ctx, replicas, &filled, &quota, &mut load);
+    level(ctx, replicas, &quota, &mut load);
     (lower_bound, removed_bytes)
 }
 
@@ -565,6 +685,12 @@ fn balance_replicas(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> (usize, u64) {
 /// move, which the refill back onto `o` saved). Failing that, a filled slot
 /// of `o` swaps with another filled slot (`t` takes `u`, `o`'s slot takes
 /// `t`'s broker).
+///
+/// Cost: every candidate slot of `o` is tried once (a slot that fits no
+/// broker under its quota is not tried again for `o`: that set only
+/// shrinks), and each try asks [`Under::fit`], O(RF²); the swaps look
+/// brokers up in an index of filled slots ([`Swaps`]). So the repair is
+/// O(replicas · RF²) plus logarithmic factors, whatever the racks.
 fn repair(
     ctx: &Ctx<'_>,
     replicas: &mut [Vec<i32>],
@@ -578,98 +704,338 @@ fn repair(
         .copied()
         .filter(|b| load[b] > quota[b])
         .collect();
+    let mut under = Under::new(
+        ctx,
+        ctx.targets.iter().copied().filter(|b| load[b] < quota[b]),
+    );
+    if over.is_empty() || under.all.is_empty() {
+        return;
+    }
+    // Candidate slots of each broker over its quota: its filled slots,
+    // then its followers, then the partitions it leads.
+    let mut filled_on: HashMap<i32, Vec<(usize, usize)>> = HashMap::new();
+    for &(pi, slot, _) in filled {
+        filled_on
+            .entry(replicas[pi][slot])
+            .or_default()
+            .push((pi, slot));
+    }
+    let mut own: HashMap<i32, Vec<(usize, usize)>> =
+        over.iter().map(|b| (*b, Vec::new())).collect();
+    for leaders in [false, true] {
+        for (pi, r) in replicas.iter().enumerate() {
+            for (slot, b) in r.iter().enumerate() {
+                if (slot == 0) == leaders
+                    && let Some(v) = own.get_mut(b)
+                {
+                    v.push((pi, slot));
+                }
+            }
+        }
+    }
+    let mut swaps: Option<Swaps<'_>> = None;
     for o in over {
-        while load[&o] > quota[&o] {
-            let under: Vec<i32> = ctx
-                .targets
-                .iter()
-                .copied()
-                .filter(|b| load[b] < quota[b])
-                .collect();
-            if under.is_empty() {
-                return;
-            }
-            let fits = |r: &[i32], slot: usize, u: i32| {
-                allowed(ctx, r, slot, u, must_keep_rack(ctx, r, slot))
-            };
-            let mut found: Option<(usize, usize, i32)> = None;
-            'filled: for &(pi, slot, _) in filled {
-                if replicas[pi][slot] != o {
-                    continue;
-                }
-                for &u in &under {
-                    if fits(&replicas[pi], slot, u) {
-                        found = Some((pi, slot, u));
-                        break 'filled;
-                    }
-                }
-            }
-            if found.is_none() {
-                'own: for leaders in [false, true] {
-                    for (pi, r) in replicas.iter().enumerate() {
-                        for (slot, b) in r.iter().enumerate() {
-                            if *b != o || (slot == 0) != leaders {
-                                continue;
-                            }
-                            for &u in &under {
-                                if fits(r, slot, u) {
-                                    found = Some((pi, slot, u));
-                                    break 'own;
-                                }
-                            }
-                        }
-                    }
+        let mine = filled_on.get(&o).cloned().unwrap_or_default();
+        let candidates: Vec<(usize, usize)> = mine
+            .iter()
+            .chain(own.get(&o).map_or(&[][..], Vec::as_slice))
+            .copied()
+            .collect();
+        let (mut next, mut next_swap) = (0, 0);
+        while load[&o] > quota[&o] && !under.all.is_empty() {
+            let mut found = None;
+            while found.is_none() && next < candidates.len() {
+                let (pi, slot) = candidates[next];
+                next += 1;
+                if replicas[pi][slot] == o {
+                    found = under.fit(ctx, &replicas[pi], slot).map(|u| (pi, slot, u));
                 }
             }
             if let Some((pi, slot, u)) = found {
                 replicas[pi][slot] = u;
-            } else if let Some((pi, slot, qi, tslot, u)) = swap(ctx, replicas, filled, o, &under) {
-                let w = replicas[qi][tslot];
-                replicas[qi][tslot] = u;
-                replicas[pi][slot] = w;
-                found = Some((pi, slot, u));
+            } else {
+                let index = swaps.get_or_insert_with(|| Swaps::new(ctx, replicas, filled, &under));
+                while found.is_none() && next_swap < candidates.len() {
+                    let (pi, slot) = candidates[next_swap];
+                    next_swap += 1;
+                    if replicas[pi][slot] != o {
+                        continue;
+                    }
+                    if let Some((qi, tslot, u)) = index.find(ctx, replicas, &under, pi, slot) {
+                        let w = replicas[qi][tslot];
+                        replicas[qi][tslot] = u;
+                        replicas[pi][slot] = w;
+                        index.note(ctx, replicas, &under, pi, slot);
+                        index.note(ctx, replicas, &under, qi, tslot);
+                        found = Some((pi, slot, u));
+                    }
+                }
             }
             let Some((_, _, u)) = found else {
                 break;
             };
             *load.entry(o).or_default() -= 1;
-            *load.entry(u).or_default() += 1;
+            let lu = load.entry(u).or_default();
+            *lu += 1;
+            if *lu >= quota[&u] {
+                under.remove(ctx, u);
+            }
         }
     }
 }
 
-/// A swap for [`repair`]: a filled slot of `o` and another filled slot.
-fn swap(
+/// When the rack rule keeps a broker over its quota after the repair
+/// (uneven racks: a small rack's brokers hold a replica of most
+/// partitions, and a big rack can take at most one per partition), its
+/// excess is spread rather than left on it: each broker still over its
+/// quota, fullest first, hands replicas (followers first) to the least
+/// loaded broker the rules allow, while that one ends at least one below
+/// it. Each hand-over lowers Σ load², so this ends. Each costs one move
+/// beyond the lower bound, which ignores racks.
+fn level(
     ctx: &Ctx<'_>,
-    replicas: &[Vec<i32>],
-    filled: &[(usize, usize, bool)],
-    o: i32,
-    under: &[i32],
-) -> Option<(usize, usize, usize, usize, i32)> {
-    for &(pi, slot, _) in filled {
-        if replicas[pi][slot] != o {
-            continue;
-        }
-        // Rack rules as the partitions are now (earlier changes to a
-        // partition change which of its racks are unique).
-        let keep_s = must_keep_rack(ctx, &replicas[pi], slot);
-        for &(qi, tslot, _) in filled {
-            if qi == pi {
-                continue;
-            }
-            let keep_t = must_keep_rack(ctx, &replicas[qi], tslot);
-            let w = replicas[qi][tslot];
-            if !allowed(ctx, &replicas[pi], slot, w, keep_s) {
-                continue;
-            }
-            for &u in under {
-                if allowed(ctx, &replicas[qi], tslot, u, keep_t) {
-                    return Some((pi, slot, qi, tslot, u));
+    replicas: &mut [Vec<i32>],
+    quota: &HashMap<i32, usize>,
+    load: &mut HashMap<i32, usize>,
+) {
+    let mut over: Vec<i32> = ctx
+        .targets
+        .iter()
+        .copied()
+        .filter(|b| load[b] > quota[b])
+        .collect();
+    if over.is_empty() {
+        return;
+    }
+    over.sort_by_key(|b| (Reverse(load[b]), *b));
+    let mut ranked: Ranked<'_, usize> = Ranked::new(ctx);
+    for b in &ctx.targets {
+        ranked.insert(ctx, *b, load[b]);
+    }
+    let mut own: HashMap<i32, Vec<(usize, usize)>> =
+        over.iter().map(|b| (*b, Vec::new())).collect();
+    for leaders in [false, true] {
+        for (pi, r) in replicas.iter().enumerate() {
+            for (slot, b) in r.iter().enumerate() {
+                if (slot == 0) == leaders
+                    && let Some(v) = own.get_mut(b)
+                {
+                    v.push((pi, slot));
                 }
             }
         }
     }
-    None
+    for o in over {
+        for &(pi, slot) in own.get(&o).map_or(&[][..], Vec::as_slice) {
+            if load[&o] <= quota[&o] {
+                break;
+            }
+            if replicas[pi][slot] != o {
+                continue;
+            }
+            let keep = must_keep_rack(ctx, &replicas[pi], slot);
+            let Some(x) = ranked.best(ctx, &replicas[pi], slot, keep) else {
+                continue;
+            };
+            let (lo, lx) = (load[&o], load[&x]);
+            if lx + 2 > lo {
+                continue;
+            }
+            ranked.remove(ctx, o, lo);
+            ranked.insert(ctx, o, lo - 1);
+            ranked.remove(ctx, x, lx);
+            ranked.insert(ctx, x, lx + 1);
+            load.insert(o, lo - 1);
+            load.insert(x, lx + 1);
+            replicas[pi][slot] = x;
+        }
+    }
+}
+
+/// The brokers under their quota during [`repair`], also by rack.
+struct Under<'a> {
+    all: BTreeSet<i32>,
+    by_rack: BTreeMap<&'a str, BTreeSet<i32>>,
+}
+
+impl<'a> Under<'a> {
+    fn new(ctx: &Ctx<'a>, brokers: impl Iterator<Item = i32>) -> Self {
+        let mut out = Under {
+            all: BTreeSet::new(),
+            by_rack: BTreeMap::new(),
+        };
+        for b in brokers {
+            out.all.insert(b);
+            if let Some(r) = ctx.rack.get(&b).copied().flatten() {
+                out.by_rack.entry(r).or_default().insert(b);
+            }
+        }
+        out
+    }
+
+    fn remove(&mut self, ctx: &Ctx<'a>, b: i32) {
+        self.all.remove(&b);
+        if let Some(r) = ctx.rack.get(&b).copied().flatten()
+            && let Some(set) = self.by_rack.get_mut(r)
+        {
+            set.remove(&b);
+            if set.is_empty() {
+                self.by_rack.remove(r);
+            }
+        }
+    }
+
+    /// A broker under its quota that may take `replicas[slot]`, rack rule
+    /// kept. Without the rule any broker not in the partition will do (at
+    /// most RF are skipped); with it, racks the others use are skipped (at
+    /// most RF − 1) and any broker of the next rack will do.
+    fn fit(&self, ctx: &Ctx<'_>, replicas: &[i32], slot: usize) -> Option<i32> {
+        if must_keep_rack(ctx, replicas, slot) {
+            self.by_rack
+                .iter()
+                .filter(|(rack, _)| !ctx.rack_used(replicas, slot, rack))
+                .find_map(|(_, set)| {
+                    set.iter()
+                        .copied()
+                        .find(|u| allowed(ctx, replicas, slot, *u, false))
+                })
+        } else {
+            self.all
+                .iter()
+                .copied()
+                .find(|u| allowed(ctx, replicas, slot, *u, false))
+        }
+    }
+}
+
+/// Filled slots that a broker under its quota could take, by the broker
+/// holding them (and by its rack), for the swaps of [`repair`]. Entries go
+/// stale as the repair changes partitions and fills brokers; they are
+/// checked when found and dropped then, so each is dropped once.
+struct Swaps<'a> {
+    by_broker: HashMap<i32, Vec<(usize, usize)>>,
+    all: BTreeSet<i32>,
+    by_rack: BTreeMap<&'a str, BTreeSet<i32>>,
+}
+
+impl<'a> Swaps<'a> {
+    fn new(
+        ctx: &Ctx<'a>,
+        replicas: &[Vec<i32>],
+        filled: &[(usize, usize, bool)],
+        under: &Under<'_>,
+    ) -> Self {
+        let mut out = Swaps {
+            by_broker: HashMap::new(),
+            all: BTreeSet::new(),
+            by_rack: BTreeMap::new(),
+        };
+        // `live` takes entries from the back: filled slots first (they
+        // move anyway), then followers, then preferred leaders.
+        for leaders in [true, false] {
+            for (pi, r) in replicas.iter().enumerate() {
+                for (slot, b) in r.iter().enumerate() {
+                    if (slot == 0) == leaders && ctx.is_target(*b) {
+                        out.note(ctx, replicas, under, pi, slot);
+                    }
+                }
+            }
+        }
+        for &(pi, slot, _) in filled {
+            out.note(ctx, replicas, under, pi, slot);
+        }
+        out
+    }
+
+    /// Indexes `replicas[pi][slot]` if a broker under its quota fits it.
+    fn note(
+        &mut self,
+        ctx: &Ctx<'a>,
+        replicas: &[Vec<i32>],
+        under: &Under<'_>,
+        pi: usize,
+        slot: usize,
+    ) {
+        if under.fit(ctx, &replicas[pi], slot).is_none() {
+            return;
+        }
+        let w = replicas[pi][slot];
+        self.by_broker.entry(w).or_default().push((pi, slot));
+        self.all.insert(w);
+        if let Some(r) = ctx.rack.get(&w).copied().flatten() {
+            self.by_rack.entry(r).or_default().insert(w);
+        }
+    }
+
+    fn drop_broker(&mut self, ctx: &Ctx<'a>, w: i32) {
+        self.by_broker.remove(&w);
+        self.all.remove(&w);
+        if let Some(r) = ctx.rack.get(&w).copied().flatten()
+            && let Some(set) = self.by_rack.get_mut(r)
+        {
+            set.remove(&w);
+            if set.is_empty() {
+                self.by_rack.remove(r);
+            }
+        }
+    }
+
+    /// A live entry of `w`, dropping the stale ones met on the way.
+    fn live(
+        &mut self,
+        ctx: &Ctx<'a>,
+        replicas: &[Vec<i32>],
+        under: &Under<'_>,
+        w: i32,
+    ) -> Option<(usize, usize, i32)> {
+        let list = self.by_broker.get_mut(&w)?;
+        while let Some(&(qi, tslot)) = list.last() {
+            if replicas[qi][tslot] == w
+                && let Some(u) = under.fit(ctx, &replicas[qi], tslot)
+            {
+                return Some((qi, tslot, u));
+            }
+            list.pop();
+        }
+        self.drop_broker(ctx, w);
+        None
+    }
+
+    /// A filled slot `(qi, tslot)` of another partition whose broker `w`
+    /// may take `replicas[pi][slot]` while a broker `u` under its quota
+    /// takes `w`'s place. A `w` outside partition `pi` has no slot in it,
+    /// so every live entry of an allowed `w` will do.
+    fn find(
+        &mut self,
+        ctx: &Ctx<'a>,
+        replicas: &[Vec<i32>],
+        under: &Under<'_>,
+        pi: usize,
+        slot: usize,
+    ) -> Option<(usize, usize, i32)> {
+        let r = &replicas[pi];
+        let keep = must_keep_rack(ctx, r, slot);
+        loop {
+            // The next candidate broker (on an unused rack when the rule
+            // applies); one without a live entry has been dropped from the
+            // index by `live`, so the loop ends.
+            let w = if keep {
+                self.by_rack
+                    .iter()
+                    .filter(|(rack, _)| !ctx.rack_used(r, slot, rack))
+                    .flat_map(|(_, set)| set.iter().copied())
+                    .find(|w| allowed(ctx, r, slot, *w, true))
+            } else {
+                self.all
+                    .iter()
+                    .copied()
+                    .find(|w| allowed(ctx, r, slot, *w, false))
+            }?;
+            if let Some(hit) = self.live(ctx, replicas, under, w) {
+                return Some(hit);
+            }
+        }
+    }
 }
 
 /// Even out preferred leaders by reordering replicas (module docs).
@@ -835,15 +1201,10 @@ fn balance_disk(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> u64 {
         .map(|v| mean.saturating_sub(tolerance).saturating_sub(*v))
         .sum::<u64>();
     let lower_bound = give.max(take);
-    let mut by_bytes: BTreeSet<(u64, i32)> = bytes.iter().map(|(b, v)| (*v, *b)).collect();
-    let place =
-        |by_bytes: &mut BTreeSet<(u64, i32)>, bytes: &mut HashMap<i32, u64>, b: i32, delta: i64| {
-            let v = bytes[&b];
-            by_bytes.remove(&(v, b));
-            let nv = v.saturating_add_signed(delta);
-            bytes.insert(b, nv);
-            by_bytes.insert((nv, b));
-        };
+    let mut by_bytes: Ranked<'_, u64> = Ranked::new(ctx);
+    for (b, v) in &bytes {
+        by_bytes.insert(ctx, *b, *v);
+    }
     // Drain removed brokers: each replica to the valid target with the
     // fewest bytes.
     for i in 0..replicas.len() {
@@ -853,12 +1214,7 @@ fn balance_disk(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> u64 {
             }
             let keep = must_keep_rack(ctx, &replicas[i], slot);
             let r = &replicas[i];
-            let pick = |unused: bool| {
-                by_bytes
-                    .iter()
-                    .find(|(_, b)| allowed(ctx, r, slot, *b, unused))
-                    .map(|(_, b)| *b)
-            };
+            let pick = |unused: bool| by_bytes.best(ctx, r, slot, unused);
             let chosen = if ctx.racks {
                 pick(true).or_else(|| if keep { None } else { pick(false) })
             } else {
@@ -867,121 +1223,126 @@ fn balance_disk(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> u64 {
             .or_else(|| pick(false));
             if let Some(b) = chosen {
                 replicas[i][slot] = b;
-                place(&mut by_bytes, &mut bytes, b, sizes[i] as i64);
+                place(ctx, &mut by_bytes, &mut bytes, b, sizes[i] as i64);
                 on.entry(b).or_default().push(i);
             }
         }
     }
+    let (low_mark, high_mark) = (mean.saturating_sub(tolerance), mean + tolerance);
     // Each broker above mean + tolerance, fullest first, sheds its largest
     // replicas that do not take it below mean − tolerance, each to the
     // emptiest broker allowed that stays within mean + tolerance.
-    let (low_mark, high_mark) = (mean.saturating_sub(tolerance), mean + tolerance);
-    let mut over: Vec<(u64, i32)> = bytes
+    shed(
+        ctx,
+        replicas,
+        &sizes,
+        &mut on,
+        &mut by_bytes,
+        &mut bytes,
+        |x| x > high_mark,
+        |x, s| x - s >= low_mark,
+        |_, y, s| y + s <= high_mark,
+    );
+    // Then each broker above the mean, fullest first, gives its largest
+    // replicas that keep it at or above the mean to the emptiest broker
+    // allowed, while that one is below mean − tolerance and stays within
+    // mean + tolerance.
+    shed(
+        ctx,
+        replicas,
+        &sizes,
+        &mut on,
+        &mut by_bytes,
+        &mut bytes,
+        |x| x > mean,
+        |x, s| x - s >= mean,
+        |_, y, s| y < low_mark && y + s <= high_mark,
+    );
+    // When the rack rule leaves brokers above mean + tolerance (uneven
+    // racks: no broker within the tolerance may take their replicas), they
+    // spread what is left to the emptiest broker allowed, as long as it
+    // stays below the donor (each move lowers Σ bytes², so the spread
+    // only improves).
+    shed(
+        ctx,
+        replicas,
+        &sizes,
+        &mut on,
+        &mut by_bytes,
+        &mut bytes,
+        |x| x > high_mark,
+        |x, s| x - s >= low_mark,
+        |x, y, s| y + s < x,
+    );
+    lower_bound
+}
+
+/// One shedding pass of the disk goal: brokers, fullest first, while
+/// `go(bytes)` holds, offer their replicas largest first (`give(bytes,
+/// size)` says whether the donor may part with one) to the emptiest
+/// broker the rules allow (`take(donor's bytes, its bytes, size)` says
+/// whether it may take it). Each replica is looked at once, and each
+/// look is one [`Ranked::best`]: O(replicas · RF · min(racks, largest
+/// rack) · log) for the pass, whatever the racks.
+#[allow(clippy::too_many_arguments)]
+fn shed<'a>(
+    ctx: &Ctx<'a>,
+    replicas: &mut [Vec<i32>],
+    sizes: &[u64],
+    on: &mut HashMap<i32, Vec<usize>>,
+    by_bytes: &mut Ranked<'a, u64>,
+    bytes: &mut HashMap<i32, u64>,
+    go: impl Fn(u64) -> bool,
+    give: impl Fn(u64, u64) -> bool,
+    take: impl Fn(u64, u64, u64) -> bool,
+) {
+    let mut donors: Vec<(u64, i32)> = bytes
         .iter()
-        .filter(|(_, v)| **v > high_mark)
+        .filter(|(_, v)| go(**v))
         .map(|(b, v)| (*v, *b))
         .collect();
-    over.sort_unstable_by(|a, b| b.cmp(a));
-    for (_, x) in over {
+    donors.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, x) in donors {
         let mut mine: Vec<usize> = on.get(&x).cloned().unwrap_or_default();
-        mine.sort_by_key(|&i| (std::cmp::Reverse(sizes[i]), i));
+        mine.sort_by_key(|&i| (Reverse(sizes[i]), i));
         for i in mine {
             let bx = bytes[&x];
-            if bx <= high_mark {
+            if !go(bx) {
                 break;
             }
             let s = sizes[i];
-            if s == 0 || bx - s < low_mark {
+            if s == 0 || s > bx || !give(bx, s) {
                 continue;
             }
             let Some(slot) = replicas[i].iter().position(|b| *b == x) else {
                 continue;
             };
             let keep = must_keep_rack(ctx, &replicas[i], slot);
-            let Some(&(by, y)) = by_bytes
-                .iter()
-                .find(|(_, b)| *b != x && allowed(ctx, &replicas[i], slot, *b, keep))
-            else {
+            let Some(y) = by_bytes.best(ctx, &replicas[i], slot, keep) else {
                 continue;
             };
-            if by + s > high_mark {
+            if y == x || !take(bx, bytes[&y], s) {
                 continue;
             }
             replicas[i][slot] = y;
-            place(&mut by_bytes, &mut bytes, x, -(s as i64));
-            place(&mut by_bytes, &mut bytes, y, s as i64);
+            place(ctx, by_bytes, bytes, x, -(s as i64));
+            place(ctx, by_bytes, bytes, y, s as i64);
             on.entry(y).or_default().push(i);
         }
     }
-    // Then each broker below mean − tolerance, emptiest first, takes from
-    // the fullest brokers, one replica per donor per round (the largest
-    // that keeps the donor at or above the mean and itself within mean +
-    // tolerance), until it reaches mean − tolerance or nothing fits.
-    let mut sorted: HashMap<i32, Vec<usize>> = on
-        .iter()
-        .map(|(b, v)| {
-            let mut v = v.clone();
-            v.sort_by_key(|&i| (std::cmp::Reverse(sizes[i]), i));
-            (*b, v)
-        })
-        .collect();
-    let mut under: Vec<(u64, i32)> = bytes
-        .iter()
-        .filter(|(_, v)| **v < low_mark)
-        .map(|(b, v)| (*v, *b))
-        .collect();
-    under.sort_unstable();
-    for (_, y) in under {
-        loop {
-            let mut took = false;
-            let donors: Vec<i32> = by_bytes
-                .iter()
-                .rev()
-                .take_while(|(v, _)| *v > mean)
-                .map(|(_, b)| *b)
-                .collect();
-            for x in donors {
-                if bytes[&y] >= low_mark {
-                    break;
-                }
-                let room_y = high_mark.saturating_sub(bytes[&y]);
-                let spare_x = bytes[&x].saturating_sub(mean);
-                let list = sorted.get(&x).map_or(&[][..], Vec::as_slice);
-                let pick = list.iter().copied().find(|&i| {
-                    let s = sizes[i];
-                    s > 0
-                        && s <= room_y
-                        && s <= spare_x
-                        && replicas[i]
-                            .iter()
-                            .position(|b| *b == x)
-                            .is_some_and(|slot| {
-                                allowed(
-                                    ctx,
-                                    &replicas[i],
-                                    slot,
-                                    y,
-                                    must_keep_rack(ctx, &replicas[i], slot),
-                                )
-                            })
-                });
-                let Some(i) = pick else {
-                    continue;
-                };
-                let slot = replicas[i].iter().position(|b| *b == x).unwrap_or(0);
-                let s = sizes[i];
-                replicas[i][slot] = y;
-                place(&mut by_bytes, &mut bytes, x, -(s as i64));
-                place(&mut by_bytes, &mut bytes, y, s as i64);
-                if let Some(v) = sorted.get_mut(&x) {
-                    v.retain(|&j| j != i);
-                }
-                took = true;
-            }
-            if !took || bytes[&y] >= low_mark {
-                break;
-            }
-        }
-    }
-    lower_bound
+}
+
+/// Broker `b` gains (or, negative, loses) `delta` bytes.
+fn place<'a>(
+    ctx: &Ctx<'a>,
+    by_bytes: &mut Ranked<'a, u64>,
+    bytes: &mut HashMap<i32, u64>,
+    b: i32,
+    delta: i64,
+) {
+    let v = bytes[&b];
+    by_bytes.remove(ctx, b, v);
+    let nv = v.saturating_add_signed(delta);
+    bytes.insert(b, nv);
+    by_bytes.insert(ctx, b, nv);
 }

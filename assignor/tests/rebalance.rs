@@ -293,13 +293,7 @@ fn replicas_on_unlisted_brokers_stay() {
 
 fn cluster() -> impl Strategy<Value = (Vec<BrokerMetadata>, Vec<BalancePartition>, Vec<i32>, bool)>
 {
-    (
-        3usize..12,
-        any::<bool>(),
-        1usize..4,
-        1usize..80,
-        any::<u64>(),
-    )
+    (3usize..12, 0u8..3, 1usize..4, 1usize..80, any::<u64>())
         .prop_flat_map(|(n, racked, rf, parts, seed)| {
             let rf = rf.min(n - 1).max(1);
             (
@@ -318,14 +312,22 @@ fn cluster() -> impl Strategy<Value = (Vec<BrokerMetadata>, Vec<BalancePartition
                 Just(seed),
             )
         })
-        .prop_map(|(n, racked, _rf, placements, sizes, remove, seed)| {
+        .prop_map(|(n, layout, _rf, placements, sizes, remove, seed)| {
+            // No racks; three even racks; or uneven ones (one broker
+            // alone, a quarter on a middle rack, the rest on a big one).
+            let racked = layout > 0;
             let brokers: Vec<BrokerMetadata> = (1..=n as i32)
-                .map(|id| {
-                    if racked {
-                        BrokerMetadata::with_rack(id, format!("r{}", id % 3))
-                    } else {
-                        BrokerMetadata::new(id)
-                    }
+                .map(|id| match layout {
+                    0 => BrokerMetadata::new(id),
+                    1 => BrokerMetadata::with_rack(id, format!("r{}", id % 3)),
+                    _ => BrokerMetadata::with_rack(
+                        id,
+                        match id {
+                            1 => "solo",
+                            _ if id % 4 == 0 => "mid",
+                            _ => "big",
+                        },
+                    ),
                 })
                 .collect();
             let parts = placements
@@ -414,6 +416,13 @@ proptest! {
                 }
                 // Without racks nothing stops balance.
                 prop_assert!(balanced || racked, "unbalanced: {:?} of {}", c, total);
+                // With them, no broker ends fuller than the fullest was, or
+                // than its quota (what the rack rule keeps is spread).
+                if remove.is_empty() {
+                    let before = counts(&parts.iter().map(|p| p.replicas.clone()).collect::<Vec<_>>());
+                    let most = before.values().copied().max().unwrap_or(0).max(total.div_ceil(targets));
+                    prop_assert!(c.values().all(|n| *n <= most), "{:?} from {:?}", c, before);
+                }
             }
             if goal == Goal::Leaders {
                 // Reordering only after the replicas step: same sets as the

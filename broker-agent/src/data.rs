@@ -299,6 +299,12 @@ impl DataService {
 
     /// Appends one partition's batches; `Ok` carries the result and, for
     /// acks=all under sync replication, what to wait for.
+    #[instrument(skip_all, fields(
+        topic = %pp.topic,
+        partition = pp.partition,
+        broker = self.manager.broker_id(),
+        leader_epoch = tracing::field::Empty,
+    ))]
     async fn produce_one(
         &self,
         pp: ProducePartition,
@@ -308,6 +314,9 @@ impl DataService {
             return Err(ReplicaError::InvalidTopic(pp.topic));
         }
         let p = self.lookup(&pp.topic, pp.partition)?;
+        if let Some(epoch) = p.leading_epoch() {
+            tracing::Span::current().record("leader_epoch", epoch);
+        }
         let max = p.settings().log.max_message_bytes;
         let wall = wall_clock_ms();
         let now = self.manager.now_ms();
@@ -318,6 +327,11 @@ impl DataService {
         })
         .await
         .map_err(|e| ReplicaError::Storage(e.to_string()))??;
+        debug!(
+            base_offset = appended.base_offset,
+            log_start = appended.log_start,
+            "appended"
+        );
         Ok((
             ProducePartitionResult {
                 topic: pp.topic,
@@ -496,7 +510,7 @@ fn millis(ms: u32, cap: Duration) -> Duration {
 
 #[tonic::async_trait]
 impl Data for DataService {
-    #[instrument(skip_all, fields(acks = request.get_ref().acks, partitions = request.get_ref().partitions.len()))]
+    #[instrument(skip_all, fields(broker = self.manager.broker_id(), acks = request.get_ref().acks, partitions = request.get_ref().partitions.len()))]
     async fn produce(
         &self,
         request: Request<ProduceRequest>,
@@ -522,7 +536,7 @@ impl Data for DataService {
         }))
     }
 
-    #[instrument(skip_all, fields(replica = request.get_ref().replica_id, partitions = request.get_ref().partitions.len()))]
+    #[instrument(skip_all, fields(broker = self.manager.broker_id(), replica = request.get_ref().replica_id, replica_broker_epoch = request.get_ref().broker_epoch, partitions = request.get_ref().partitions.len()))]
     async fn fetch(
         &self,
         request: Request<FetchRequest>,

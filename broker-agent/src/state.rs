@@ -209,6 +209,7 @@ impl AgentState {
 
     /// Applies one push (see the module doc for the fencing rules).
     #[instrument(skip_all, fields(
+        broker = self.broker_id,
         coordinator_epoch = req.coordinator_epoch,
         broker_epoch = req.broker_epoch,
         version = req.version,
@@ -269,7 +270,7 @@ impl AgentState {
             reconcile::plan(&lock(&self.view).hosted, &desired);
         for s in &skipped {
             info!(
-                partition = %s.key, have = ?s.have, got = ?s.got,
+                topic = %s.key.topic, partition = s.key.partition, have = ?s.have, got = ?s.got,
                 "kept the newer partition state: push has lower (leader, partition) epochs"
             );
         }
@@ -297,12 +298,14 @@ impl AgentState {
             for (action, result) in results {
                 match result {
                     Ok(()) => {
-                        debug!(partition = %action.key(), ?action, "reconciled");
+                        let k = action.key();
+                        debug!(topic = %k.topic, partition = k.partition, ?action, "reconciled");
                         done.count(&action);
                         reconcile::apply(&mut view.hosted, &action);
                     }
                     Err(e) => {
-                        warn!(partition = %action.key(), error = %e, "reconcile failed");
+                        let k = action.key();
+                        warn!(topic = %k.topic, partition = k.partition, error = %e, "reconcile failed");
                         failures.push(format!("{}: {e}", action.key()));
                     }
                 }

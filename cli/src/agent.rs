@@ -277,7 +277,13 @@ pub(crate) fn init_logging(format: LogFormat) -> Result<()> {
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        // Every line carries the fields of the spans it was written in
+        // (broker, topic, partition, epochs), in its `spans` list.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }

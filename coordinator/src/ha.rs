@@ -248,7 +248,8 @@ impl Coordinator {
                     if due {
                         next_imbalance = Instant::now() + imbalance_every;
                     }
-                    if let Err(e) = term.tick(&term, due).await {
+                    let pass = tracing::debug_span!("reconcile", coordinator_epoch = epoch);
+                    if let Err(e) = tracing::Instrument::instrument(term.tick(&term, due), pass).await {
                         tracing::warn!(error = %e, "periodic work failed");
                     }
                 }

@@ -78,6 +78,7 @@ pub fn refresh(c: &Coordinator) {
 
 async fn metrics(axum::extract::State(c): axum::extract::State<Coordinator>) -> impl IntoResponse {
     refresh(&c);
+    refresh_groups(&c).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -203,15 +204,24 @@ async fn api_cluster(
     )
 }
 
-/// The consumer groups of the cluster for the console: every live agent
-/// lists the groups it coordinates; up to 50 are described with lag.
-pub async fn groups_json(c: &Coordinator) -> serde_json::Value {
+/// Descriptions (with lag) of the first `limit` groups the live agents
+/// list, the number of groups listed, and how many agents did not answer.
+async fn describe_groups(
+    c: &Coordinator,
+    limit: usize,
+) -> Result<
+    (
+        Vec<ballast_client::group_admin::GroupDescription>,
+        usize,
+        usize,
+    ),
+    String,
+> {
     use ballast_client::group_admin::{GroupAdmin, GroupAdminOptions};
-    use serde_json::json;
-    let Ok(term) = c.active_term() else {
-        return json!({"groups": [], "error": "not the active coordinator"});
-    };
     let addresses: Vec<String> = {
+        let term = c
+            .active_term()
+            .map_err(|_| "not the active coordinator".to_string())?;
         let state = term.state();
         state
             .brokers
@@ -221,23 +231,91 @@ pub async fn groups_json(c: &Coordinator) -> serde_json::Value {
             .filter(|a| !a.is_empty())
             .collect()
     };
-    drop(term);
     if addresses.is_empty() {
-        return json!({"groups": []});
+        return Ok((Vec::new(), 0, 0));
     }
-    let admin = match GroupAdmin::connect(addresses, GroupAdminOptions::default()) {
-        Ok(a) => a,
-        Err(e) => return json!({"groups": [], "error": e.to_string()}),
+    let admin =
+        GroupAdmin::connect(addresses, GroupAdminOptions::default()).map_err(|e| e.to_string())?;
+    let list = admin.list_groups().await.map_err(|e| e.to_string())?;
+    // Eight at a time, in id order.
+    let mut described = Vec::new();
+    for chunk in list.groups.iter().take(limit).collect::<Vec<_>>().chunks(8) {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, g) in chunk.iter().enumerate() {
+            let (admin, id) = (admin.clone(), g.group_id.clone());
+            set.spawn(async move { (i, admin.describe_group(&id).await.ok()) });
+        }
+        let mut got: Vec<_> = set.join_all().await;
+        got.sort_by_key(|(i, _)| *i);
+        described.extend(got.into_iter().filter_map(|(_, d)| d));
+    }
+    Ok((described, list.groups.len(), list.failed.len()))
+}
+
+/// Refresh the consumer-group gauges when they are older than
+/// [`crate::metrics::GROUP_LAG_TTL`] (at most five seconds per scrape;
+/// on failure the old values stay and the next scrape tries again).
+async fn refresh_groups(c: &Coordinator) {
+    use crate::metrics::{GROUP_LAG_TTL, MAX_GROUPS};
+    let m = c.metrics();
+    let fresh = m
+        .group_refreshed
+        .lock()
+        .ok()
+        .and_then(|g| *g)
+        .is_some_and(|t| t.elapsed() < GROUP_LAG_TTL);
+    if fresh {
+        return;
+    }
+    if c.active_term().is_err() {
+        m.groups.set(0);
+        m.group_lag.clear();
+        m.group_members.clear();
+        return;
+    }
+    let got = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        describe_groups(c, MAX_GROUPS),
+    )
+    .await;
+    let Ok(Ok((groups, listed, _))) = got else {
+        return;
     };
-    let list = match admin.list_groups().await {
-        Ok(l) => l,
-        Err(e) => return json!({"groups": [], "error": e.to_string()}),
+    m.group_lag.clear();
+    m.group_members.clear();
+    m.groups.set(listed as i64);
+    for d in &groups {
+        let id = d.group.group_id.clone();
+        let mut by_topic: std::collections::BTreeMap<&str, i64> = Default::default();
+        for p in &d.partitions {
+            if let Some(lag) = p.lag {
+                *by_topic.entry(p.partition.topic.as_str()).or_default() += lag;
+            }
+        }
+        for (topic, lag) in by_topic {
+            m.group_lag
+                .get_or_create(&vec![("group", id.clone()), ("topic", topic.to_string())])
+                .set(lag);
+        }
+        m.group_members
+            .get_or_create(&vec![("group", id)])
+            .set(d.group.members.len() as i64);
+    }
+    if let Ok(mut g) = m.group_refreshed.lock() {
+        *g = Some(std::time::Instant::now());
+    }
+}
+
+/// The consumer groups of the cluster for the console: every live agent
+/// lists the groups it coordinates; up to 50 are described with lag.
+pub async fn groups_json(c: &Coordinator) -> serde_json::Value {
+    use serde_json::json;
+    let (described, _, failed) = match describe_groups(c, 50).await {
+        Ok(x) => x,
+        Err(e) => return json!({"groups": [], "error": e}),
     };
     let mut groups = Vec::new();
-    for g in list.groups.iter().take(50) {
-        let Ok(d) = admin.describe_group(&g.group_id).await else {
-            continue;
-        };
+    for d in described {
         let lag: i64 = d.partitions.iter().filter_map(|p| p.lag).sum();
         let members: Vec<serde_json::Value> = d
             .group
@@ -266,11 +344,11 @@ pub async fn groups_json(c: &Coordinator) -> serde_json::Value {
             })
             .collect();
         groups.push(json!({
-            "group": g.group_id, "state": d.group.state, "epoch": d.group.group_epoch,
+            "group": d.group.group_id, "state": d.group.state, "epoch": d.group.group_epoch,
             "coordinator": d.group.coordinator, "lag": lag, "members": members,
         }));
     }
-    json!({"groups": groups, "failed_agents": list.failed.len()})
+    json!({"groups": groups, "failed_agents": failed})
 }
 
 async fn api_groups(

@@ -5,8 +5,10 @@
 //! incremented where they happen; and gauges of the cluster's state
 //! (brokers, partitions by problem, the reassignment), set from the active
 //! term's state when scraped. A standby exports `ballast_coordinator_active
-//! 0` and its counters. Label sets are bounded: no topic, partition, group
-//! or broker id labels (those belong to `cluster status` and the console).
+//! 0` and its counters. Label sets are bounded: no partition or broker id
+//! labels (those belong to `cluster status` and the console); consumer lag
+//! is labelled by group and topic, for at most [`MAX_GROUPS`] groups, and
+//! refreshed from the agents at most every [`GROUP_LAG_TTL`].
 //! docs/OPERATIONS.md lists every metric.
 
 use std::sync::Arc;
@@ -20,6 +22,15 @@ use prometheus_client::registry::Registry;
 use crate::partition::PartitionState;
 
 type Labels = Vec<(&'static str, &'static str)>;
+type GroupLabels = Vec<(&'static str, String)>;
+
+/// Groups whose lag is exported (the first by id); the rest are counted in
+/// `ballast_consumer_groups` only.
+pub const MAX_GROUPS: usize = 1000;
+
+/// How old the exported consumer lag may be before a scrape asks the agents
+/// again.
+pub const GROUP_LAG_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Every metric of a coordinator process.
 #[derive(Debug)]
@@ -52,6 +63,15 @@ pub struct Metrics {
     pub broker_fencings: Counter,
     /// Reassignments the continuous balancer started.
     pub auto_balance_runs: Counter,
+    /// Consumer groups the agents list.
+    pub groups: Gauge,
+    /// Records behind the high watermark, by group and topic (summed over
+    /// partitions with a committed offset).
+    pub group_lag: Family<GroupLabels, Gauge>,
+    /// Members, by group.
+    pub group_members: Family<GroupLabels, Gauge>,
+    /// When the group gauges were last refreshed.
+    pub group_refreshed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Default for Metrics {
@@ -79,6 +99,10 @@ impl Metrics {
             isr_expands: Counter::default(),
             broker_fencings: Counter::default(),
             auto_balance_runs: Counter::default(),
+            groups: Gauge::default(),
+            group_lag: Family::default(),
+            group_members: Family::default(),
+            group_refreshed: std::sync::Mutex::new(None),
         };
         registry.register(
             "coordinator_active",
@@ -136,6 +160,21 @@ impl Metrics {
             "auto_balance_runs",
             "Reassignments started by the continuous balancer",
             m.auto_balance_runs.clone(),
+        );
+        registry.register(
+            "consumer_groups",
+            "Consumer groups the agents list",
+            m.groups.clone(),
+        );
+        registry.register(
+            "consumer_group_lag",
+            "Records between the committed offset and the high watermark, by group and topic",
+            m.group_lag.clone(),
+        );
+        registry.register(
+            "consumer_group_members",
+            "Members of each consumer group",
+            m.group_members.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -125,7 +125,16 @@ impl Pushers {
             sent_version: AtomicU64::new(0),
         });
         queues.insert(record.broker_id, q.clone());
-        tokio::spawn(run(q, term, self.epoch));
+        let span = tracing::info_span!(
+            "push",
+            broker = q.broker_id,
+            broker_epoch = q.broker_epoch,
+            coordinator_epoch = self.epoch
+        );
+        tokio::spawn(tracing::Instrument::instrument(
+            run(q, term, self.epoch),
+            span,
+        ));
     }
 
     /// Stop pushing to a fenced broker.

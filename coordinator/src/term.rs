@@ -907,15 +907,32 @@ impl Term {
         Ok(())
     }
 
-    /// Count the elections and ISR changes a persisted write made.
+    /// Count the elections and ISR changes a persisted write made, and log
+    /// each changed partition (its topic, partition, leader, epochs and
+    /// ISR, with the coordinator epoch that wrote it): the audit trail of
+    /// every reconcile pass.
     fn count_changes(
         &self,
         before: &[Option<PartitionState>],
         changes: &BTreeMap<(String, i32), PartitionState>,
     ) {
-        for (b, after) in before.iter().zip(changes.values()) {
+        for (b, ((topic, partition), after)) in before.iter().zip(changes) {
             if let Some(b) = b {
                 self.metrics.partition_changed(b, after);
+                if b.leader != after.leader || b.isr != after.isr || b.replicas != after.replicas {
+                    tracing::info!(
+                        coordinator_epoch = self.epoch,
+                        %topic,
+                        partition,
+                        broker = after.leader,
+                        leader_epoch = after.leader_epoch,
+                        partition_epoch = after.partition_epoch,
+                        isr = ?after.isr,
+                        replicas = ?after.replicas,
+                        previous_leader = b.leader,
+                        "partition changed"
+                    );
+                }
             }
         }
     }

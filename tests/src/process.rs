@@ -32,6 +32,9 @@ pub struct BallastProcess {
     args: Vec<String>,
     log_path: PathBuf,
     address: String,
+    /// Extra environment variables (`RUST_LOG` among them overrides the
+    /// default).
+    env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -47,6 +50,15 @@ impl BallastProcess {
     /// Start `ballast <args>` and wait (up to `timeout`) for a stdout line
     /// containing `listening on <address>`; returns with that address.
     pub fn start(args: &[&str], timeout: Duration) -> anyhow::Result<BallastProcess> {
+        Self::start_with_env(args, &[], timeout)
+    }
+
+    /// [`BallastProcess::start`] with extra environment variables.
+    pub fn start_with_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<BallastProcess> {
         let dir = tempfile::tempdir().context("temp dir")?;
         let log_path = dir.path().join("stderr.log");
         let mut p = BallastProcess {
@@ -54,6 +66,10 @@ impl BallastProcess {
             args: args.iter().map(|s| s.to_string()).collect(),
             log_path,
             address: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _dir: Some(dir),
         };
         p.spawn(timeout)?;
@@ -72,6 +88,7 @@ impl BallastProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use ballast_client::TopicPartition;
 use ballast_client::consumer::ConsumerConfig;
-use ballast_client::group::{GroupConfig, GroupConsumer};
+use ballast_client::group::{GroupConfig, GroupConsumer, OffsetCommit};
 use ballast_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use ballast_proto::v1::{self as pb};
 use ballast_tests::cluster::{
@@ -163,6 +164,40 @@ async fn coordinator_and_agent_metrics_follow_the_cluster() {
         }
         assert!(std::time::Instant::now() < deadline, "no rebalance counted");
     }
+    // It commits offset 5 of the 20 records: the active coordinator
+    // exports a lag of 15 for the group and topic, and one member.
+    member
+        .commit(vec![OffsetCommit {
+            partition: TopicPartition::new("m", 0),
+            offset: 5,
+            leader_epoch: None,
+            metadata: String::new(),
+        }])
+        .await
+        .unwrap();
+    eventually(
+        "the group's lag in the coordinator's metrics",
+        WAIT,
+        || async {
+            (value(
+                &http,
+                "ballast_consumer_group_lag{group=\"metrics-group\",topic=\"m\"}",
+            )
+            .await?
+                == 15.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        value(
+            &http,
+            "ballast_consumer_group_members{group=\"metrics-group\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    assert!(value(&http, "ballast_consumer_groups").await.unwrap() >= 1.0);
     member.close().await.unwrap();
 
     // Broker 2 dies: fenced, and the ISR shrinks.

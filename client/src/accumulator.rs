@@ -17,6 +17,16 @@
 //! batches that fails for good is split: each batch is sent alone, so one
 //! bad batch (say, over the topic's size limit) fails only its own records.
 //!
+//! **Idempotence** (when the config names a producer id): every batch is
+//! stamped, as it closes, with the producer id, the partition's producer
+//! epoch and the sequence of its first record (sequences count the
+//! partition's records from 0). A retry resends the very same bytes, so the
+//! leader recognises a batch it already wrote and answers with its offsets
+//! instead of writing it twice. When batches leave a partition's queue
+//! without being written (failed for good, expired), the sequences would
+//! have a gap the leader refuses; so the partition's epoch goes up and the
+//! batches still queued are stamped again from sequence 0.
+//!
 //! Generic over `T`, the caller's per-record completion handle, so tests use
 //! plain numbers. Must never reorder batches of a partition, have two sends
 //! of a partition in flight, or drop a record without returning its handle.
@@ -66,6 +76,9 @@ pub(crate) struct AccumulatorConfig {
     pub retry_backoff: Duration,
     /// Longest pause before a retry.
     pub retry_backoff_max: Duration,
+    /// The idempotent producer id stamped on every batch; `None`: batches
+    /// carry no producer (retries may duplicate).
+    pub producer_id: Option<i64>,
 }
 
 /// Redirects to a hinted leader retried without a pause before backing off.
@@ -184,12 +197,26 @@ impl<T> Batch<T> {
         matches!(self.contents, Contents::Open(_))
     }
 
-    fn close(&mut self) {
-        if let Contents::Open(b) = &mut self.contents {
-            let bytes = std::mem::take(b).build();
-            self.contents = Contents::Closed(bytes);
+    /// Closes an open batch, stamping it with `producer` (id, epoch, first
+    /// sequence) when given; returns whether it was open.
+    fn close(&mut self, producer: Option<(i64, i16, i32)>) -> bool {
+        let Contents::Open(b) = &mut self.contents else {
+            return false;
+        };
+        let mut bytes = std::mem::take(b).build();
+        if let Some((id, epoch, seq)) = producer {
+            // The batch was just built, so it verifies.
+            let _ = ballast_record::set_producer(&mut bytes, id, epoch, seq);
         }
+        self.contents = Contents::Closed(bytes);
+        true
     }
+}
+
+/// `seq + n`, wrapping at `i32::MAX` as Kafka's sequences do.
+fn add_seq(seq: i32, n: usize) -> i32 {
+    let m = i64::from(i32::MAX) + 1;
+    ((i64::from(seq) + n as i64) % m) as i32
 }
 
 #[derive(Debug)]
@@ -197,6 +224,53 @@ struct Queue<T> {
     batches: VecDeque<Batch<T>>,
     /// How many batches at the front are in flight (one send), 0 if none.
     in_flight: usize,
+    /// Idempotence: the partition's producer epoch and the sequence of the
+    /// next record to be stamped.
+    epoch: i16,
+    next_seq: i32,
+}
+
+impl<T> Queue<T> {
+    fn new((epoch, next_seq): (i16, i32)) -> Queue<T> {
+        Queue {
+            batches: VecDeque::new(),
+            in_flight: 0,
+            epoch,
+            next_seq,
+        }
+    }
+
+    /// Closes batch `i` (if open), stamping the next sequences.
+    fn close(&mut self, i: usize, producer_id: Option<i64>) {
+        let stamp = producer_id.map(|id| (id, self.epoch, self.next_seq));
+        if let Some(b) = self.batches.get_mut(i)
+            && b.close(stamp)
+            && producer_id.is_some()
+        {
+            self.next_seq = add_seq(self.next_seq, b.records.len());
+        }
+    }
+
+    /// Batches left without being written: a new epoch, and the closed
+    /// batches not in flight stamped again from sequence 0.
+    fn restart_sequences(&mut self, producer_id: Option<i64>) {
+        let Some(id) = producer_id else {
+            return;
+        };
+        self.epoch = if self.epoch == i16::MAX {
+            0
+        } else {
+            self.epoch + 1
+        };
+        self.next_seq = 0;
+        let skip = self.in_flight;
+        for b in self.batches.iter_mut().skip(skip) {
+            if let Contents::Closed(bytes) = &mut b.contents {
+                let _ = ballast_record::set_producer(bytes, id, self.epoch, self.next_seq);
+                self.next_seq = add_seq(self.next_seq, b.records.len());
+            }
+        }
+    }
 }
 
 /// The accumulator. See the module documentation.
@@ -204,6 +278,8 @@ struct Queue<T> {
 pub(crate) struct Accumulator<T> {
     config: AccumulatorConfig,
     partitions: BTreeMap<TopicPartition, Queue<T>>,
+    /// Idempotence: (epoch, next sequence) of partitions with no queue now.
+    sequences: BTreeMap<TopicPartition, (i16, i32)>,
 }
 
 impl<T> Accumulator<T> {
@@ -211,6 +287,7 @@ impl<T> Accumulator<T> {
         Accumulator {
             config,
             partitions: BTreeMap::new(),
+            sequences: BTreeMap::new(),
         }
     }
 
@@ -230,10 +307,12 @@ impl<T> Accumulator<T> {
         now: Instant,
     ) -> Result<Appended, (T, RecordError)> {
         let batch_size = self.config.batch_size;
-        let queue = self.partitions.entry(tp.clone()).or_insert_with(|| Queue {
-            batches: VecDeque::new(),
-            in_flight: 0,
-        });
+        let producer_id = self.config.producer_id;
+        let sequences = &self.sequences;
+        let queue = self
+            .partitions
+            .entry(tp.clone())
+            .or_insert_with(|| Queue::new(sequences.get(tp).copied().unwrap_or((0, 0))));
         let fits = |b: &Batch<T>| match &b.contents {
             Contents::Open(builder) => {
                 builder.is_empty()
@@ -248,8 +327,8 @@ impl<T> Accumulator<T> {
         };
         let mut started_new = false;
         if !queue.batches.back().is_some_and(fits) {
-            if let Some(last) = queue.batches.back_mut() {
-                last.close();
+            if let Some(last) = queue.batches.len().checked_sub(1) {
+                queue.close(last, producer_id);
             }
             queue.batches.push_back(Batch::new(now));
             started_new = true;
@@ -347,8 +426,8 @@ impl<T> Accumulator<T> {
         if q.in_flight > 0 {
             return None;
         }
-        let front = q.batches.front_mut()?;
-        front.close();
+        q.close(0, self.config.producer_id);
+        let front = q.batches.front()?;
         let solo = front.solo;
         let mut total = front.size();
         let mut count = 1;
@@ -405,7 +484,10 @@ impl<T> Accumulator<T> {
                 Completed::Split
             }
             SendOutcome::Failed => match q.batches.pop_front() {
-                Some(b) => Completed::Failed { records: b.records },
+                Some(b) => {
+                    q.restart_sequences(self.config.producer_id);
+                    Completed::Failed { records: b.records }
+                }
                 None => Completed::NotInFlight,
             },
             SendOutcome::Retry { error, redirected } => {
@@ -431,6 +513,9 @@ impl<T> Accumulator<T> {
             }
         };
         if q.batches.is_empty() {
+            if self.config.producer_id.is_some() {
+                self.sequences.insert(tp.clone(), (q.epoch, q.next_seq));
+            }
             self.partitions.remove(tp);
         }
         completed
@@ -440,10 +525,13 @@ impl<T> Accumulator<T> {
     /// (a batch whose send failed and waits to be retried included).
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<Expired<T>> {
         let timeout = self.config.delivery_timeout;
+        let producer_id = self.config.producer_id;
         let mut out = Vec::new();
+        let sequences = &mut self.sequences;
         self.partitions.retain(|tp, q| {
             let skip = q.in_flight;
             let mut kept = VecDeque::with_capacity(q.batches.len());
+            let before = out.len();
             for (i, b) in std::mem::take(&mut q.batches).into_iter().enumerate() {
                 if i >= skip && now >= b.created + timeout {
                     out.push(Expired {
@@ -457,6 +545,12 @@ impl<T> Accumulator<T> {
                 }
             }
             q.batches = kept;
+            if out.len() > before {
+                q.restart_sequences(producer_id);
+            }
+            if q.batches.is_empty() && producer_id.is_some() {
+                sequences.insert(tp.clone(), (q.epoch, q.next_seq));
+            }
             !q.batches.is_empty()
         });
         out
@@ -494,7 +588,96 @@ mod tests {
             delivery_timeout: Duration::from_secs(10),
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            producer_id: None,
         }
+    }
+
+    /// (producer id, epoch, first sequence, records) of each batch.
+    fn stamps(bytes: &[u8]) -> Vec<(i64, i16, i32, i32)> {
+        split_batches(bytes)
+            .map(|b| {
+                let (h, _) = b.unwrap();
+                (
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    h.records_count,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn idempotent_batches_carry_sequences_that_survive_retries_and_gaps() {
+        let t0 = Instant::now();
+        let mut acc = Accumulator::new(AccumulatorConfig {
+            producer_id: Some(42),
+            ..config()
+        });
+        let v = [7u8; 60];
+        for i in 0..6u32 {
+            acc.append(&tp(0), rec(&v), i, t0).unwrap();
+        }
+        // Two records per batch: sequences 0, 2, 4.
+        let first = acc.start_send(&tp(0), ONE).unwrap();
+        assert_eq!(stamps(&first), [(42, 0, 0, 2)]);
+        // A retry sends the same bytes.
+        acc.complete(&tp(0), retry("timeout", false), t0);
+        let again = acc.start_send(&tp(0), ONE).unwrap();
+        assert_eq!(again, first);
+        acc.complete(&tp(0), SendOutcome::Acked { base_offset: 0 }, t0);
+        let second = acc.start_send(&tp(0), ONE).unwrap();
+        assert_eq!(stamps(&second), [(42, 0, 2, 2)]);
+        // It fails for good: its records never reach the log, so the next
+        // batch starts a new epoch at sequence 0.
+        assert!(matches!(
+            acc.complete(&tp(0), SendOutcome::Failed, t0),
+            Completed::Failed { .. }
+        ));
+        let third = acc.start_send(&tp(0), ONE).unwrap();
+        assert_eq!(stamps(&third), [(42, 1, 0, 2)]);
+        acc.complete(&tp(0), SendOutcome::Acked { base_offset: 2 }, t0);
+        assert!(acc.is_empty());
+        // The partition's queue is gone; its sequences are not.
+        acc.append(&tp(0), rec(b"x"), 9, t0).unwrap();
+        let fourth = acc.start_send(&tp(0), ONE).unwrap();
+        assert_eq!(stamps(&fourth), [(42, 1, 2, 1)]);
+        // Another partition counts from 0; without a producer id, no stamp.
+        acc.append(&tp(1), rec(b"y"), 10, t0).unwrap();
+        assert_eq!(
+            stamps(&acc.start_send(&tp(1), ONE).unwrap()),
+            [(42, 0, 0, 1)]
+        );
+        let mut plain = Accumulator::new(config());
+        plain.append(&tp(0), rec(b"z"), 1, t0).unwrap();
+        assert_eq!(
+            stamps(&plain.start_send(&tp(0), ONE).unwrap()),
+            [(-1, -1, -1, 1)]
+        );
+    }
+
+    #[test]
+    fn expired_batches_restart_the_sequences_of_those_left() {
+        let t0 = Instant::now();
+        let mut acc = Accumulator::new(AccumulatorConfig {
+            producer_id: Some(5),
+            ..config()
+        });
+        let v = [7u8; 60];
+        for i in 0..4u32 {
+            acc.append(&tp(0), rec(&v), i, t0).unwrap();
+        }
+        // Batches: [0,1] in flight, [2,3] closed behind it.
+        let first = acc.start_send(&tp(0), ONE).unwrap();
+        assert_eq!(stamps(&first), [(5, 0, 0, 2)]);
+        // A later record, appended after the second batch expires.
+        let late = t0 + Duration::from_secs(11);
+        let expired = acc.expire(late);
+        assert_eq!(expired.len(), 1);
+        acc.append(&tp(0), rec(&v), 4, late).unwrap();
+        acc.complete(&tp(0), SendOutcome::Acked { base_offset: 0 }, late);
+        let next = acc.start_send(&tp(0), ONE).unwrap();
+        assert_eq!(stamps(&next), [(5, 1, 0, 1)], "a new epoch after the gap");
     }
 
     /// Room for one 200-byte batch only.

@@ -164,6 +164,11 @@ pub struct ProducerConfig {
     pub keyless: Keyless,
     /// Metadata refresh settings.
     pub metadata: MetadataOptions,
+    /// Idempotence (`enable.idempotence`, on by default as in Kafka 3):
+    /// batches carry a random producer id and per-partition sequences, so
+    /// the leader writes a retried batch once. Off: a retry after a lost
+    /// answer may write records twice.
+    pub idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -181,6 +186,7 @@ impl Default for ProducerConfig {
             buffer_memory: 32 * 1024 * 1024,
             keyless: Keyless::Sticky,
             metadata: MetadataOptions::default(),
+            idempotence: true,
         }
     }
 }
@@ -497,6 +503,7 @@ impl Producer {
                 delivery_timeout: config.delivery_timeout,
                 retry_backoff: config.retry_backoff,
                 retry_backoff_max: config.retry_backoff_max,
+                producer_id: config.idempotence.then(producer_id),
             }),
             config: config.clone(),
             metadata: metadata.clone(),
@@ -1173,7 +1180,9 @@ impl Runner {
                 | ErrorCode::InvalidRequest
                 | ErrorCode::RequestTooLarge
                 | ErrorCode::NotReplica
-                | ErrorCode::InvalidTopic,
+                | ErrorCode::InvalidTopic
+                | ErrorCode::OutOfOrderSequenceNumber
+                | ErrorCode::InvalidProducerEpoch,
             )
             // Group errors never answer a produce.
             | Ok(
@@ -1274,6 +1283,13 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A random producer id for idempotence: non-negative, as the log
+/// requires (a collision between two live producers writing the same
+/// partition has odds of about one in 2^63 per pair).
+fn producer_id() -> i64 {
+    (splitmix64(seed()) >> 1) as i64
 }
 
 /// A seed for the keyless partitioner's random picks.

@@ -51,6 +51,6 @@ pub use compact::{Retained, retain_records};
 pub use header::{
     BATCH_HEADER_LEN, BatchHeader, LOG_OVERHEAD, MAGIC_V2, MAX_BATCH_BYTES, RecordError,
     TimestampType, compression_name, set_base_offset, set_log_append_time,
-    set_partition_leader_epoch,
+    set_partition_leader_epoch, set_producer,
 };
 pub use record::{Header, HeaderRef, HeadersIter, Record, RecordRef};

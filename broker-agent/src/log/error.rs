@@ -95,6 +95,33 @@ pub enum LogError {
         /// Latest epoch in the log.
         latest: i32,
     },
+    /// Idempotent producer: a batch's first sequence does not follow the
+    /// last sequence the log holds for its producer and epoch.
+    #[error(
+        "producer {producer_id} epoch {epoch}: sequence {got} does not follow {last} \
+         (records in between are missing)"
+    )]
+    OutOfOrderSequence {
+        /// The producer id.
+        producer_id: i64,
+        /// Its epoch.
+        epoch: i16,
+        /// The last sequence the log holds.
+        last: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// Idempotent producer: a batch's producer epoch is below the one the
+    /// log holds for its producer.
+    #[error("producer {producer_id}: epoch {got} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        /// The producer id.
+        producer_id: i64,
+        /// The log's epoch for it.
+        current: i16,
+        /// The batch's epoch.
+        got: i16,
+    },
     /// A follower append carries a batch whose partition leader epoch is
     /// below the log's latest epoch: the follower has not truncated to the
     /// leader's history (KIP-101) before fetching.

@@ -35,6 +35,7 @@ pub mod epoch;
 pub mod error;
 mod index;
 mod partition_log;
+pub mod producer_state;
 pub mod retention;
 mod segment;
 

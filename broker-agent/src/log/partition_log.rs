@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use ballast_record::header::{set_base_offset, set_partition_leader_epoch};
 use ballast_record::{BatchHeader, RecordError, validate_for_append};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::checkpoint::{
     self, Checkpoint, HIGH_WATERMARK_FILE, LEADER_EPOCH_FILE, LOG_START_OFFSET_FILE,
@@ -40,6 +40,7 @@ use super::compaction;
 use super::config::LogConfig;
 use super::epoch::{EpochEndOffset, EpochEntry, LeaderEpochCache};
 use super::error::{LogError, LogResult};
+use super::producer_state::{KeptBatch, ProducerStates, Verdict};
 use super::retention::{self, RetentionReason, SegmentInfo};
 use super::segment::{
     self, INDEX_SUFFIX, LOG_SUFFIX, MAX_OFFSET_SPAN, NO_TIMESTAMP, Segment, TIME_INDEX_SUFFIX,
@@ -143,7 +144,15 @@ pub struct PartitionLog {
     /// Set when an I/O failure left the log in a state it could not undo.
     offline: Option<String>,
     report: RecoveryReport,
+    /// Idempotent producers' recent batches (rebuilt from the last
+    /// [`PRODUCER_STATE_SEGMENTS`] segments at open and after truncation).
+    producers: ProducerStates,
 }
+
+/// Segments whose batch headers rebuild the producer state: the active one
+/// and the one before (a retry arrives right after its original, which a
+/// roll in between leaves in the previous segment).
+const PRODUCER_STATE_SEGMENTS: usize = 2;
 
 fn is_not_found(e: &LogError) -> bool {
     matches!(e, LogError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
@@ -309,6 +318,7 @@ impl PartitionLog {
             ),
             offline: None,
             report,
+            producers: ProducerStates::default(),
         };
         if log.segments.is_empty() {
             let base = start_ckpt.unwrap_or(0);
@@ -363,6 +373,7 @@ impl PartitionLog {
         checkpoint::sync_dir(dir)?;
         log.recovery_point = log.log_end_offset();
         log.write_checkpoints()?;
+        log.rebuild_producers()?;
         info!(
             dir = %dir.display(),
             log_start = log.log_start_offset,
@@ -555,6 +566,9 @@ impl PartitionLog {
             validate_for_append(&batches[*pos..]).map_err(|e| refused(i, *pos, e))?;
         }
         compaction::check_keys_for_append(&self.config, batches, &parsed)?;
+        if let Some(dup) = self.duplicates(&parsed)? {
+            return Ok(dup);
+        }
 
         let mut bytes = batches.to_vec();
         let mut next = self.log_end_offset();
@@ -570,6 +584,9 @@ impl PartitionLog {
             self.persist_epochs()?;
         }
         let info = self.append_parsed(&bytes, &parsed)?;
+        for (h, _) in &parsed {
+            self.producers.record(h);
+        }
         self.first_unflushed_ms.get_or_insert(now_ms);
         Ok(AppendInfo {
             flush_due: self.flush_due(now_ms),
@@ -632,6 +649,9 @@ impl PartitionLog {
             self.persist_epochs()?;
         }
         let info = self.append_parsed(batches, &parsed)?;
+        for (h, _) in &parsed {
+            self.producers.record(h);
+        }
         let flush_due = self.flush_due_at(None);
         Ok(AppendInfo { flush_due, ..info })
     }
@@ -946,6 +966,7 @@ impl PartitionLog {
         self.high_watermark = self.high_watermark.min(log_end);
         self.recovery_point = self.recovery_point.min(log_end);
         self.write_checkpoints()?;
+        self.rebuild_producers()?;
         Ok(log_end)
     }
 
@@ -994,7 +1015,98 @@ impl PartitionLog {
         self.first_unflushed_ms = None;
         self.epochs.clear();
         self.persist_epochs()?;
+        self.producers.clear();
         self.write_checkpoints()
+    }
+
+    /// Rebuilds the idempotent producers' state from the batch headers of
+    /// the last [`PRODUCER_STATE_SEGMENTS`] segments.
+    fn rebuild_producers(&mut self) -> LogResult<()> {
+        self.producers.clear();
+        let from: Vec<i64> = self
+            .segments
+            .keys()
+            .rev()
+            .take(PRODUCER_STATE_SEGMENTS)
+            .copied()
+            .collect();
+        for base in from.into_iter().rev() {
+            if let Some(seg) = self.segments.get(&base) {
+                let producers = &mut self.producers;
+                seg.for_each_header(|h| producers.record(h))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// When the incoming batches are retries of batches the log holds
+    /// (every one a duplicate by its producer's sequences), what they were
+    /// appended as; nothing is written then. A mix of duplicates and new
+    /// batches, a gap in a producer's sequences, or an old producer epoch is
+    /// refused (module `producer_state`).
+    fn duplicates(&self, parsed: &[(BatchHeader, usize)]) -> LogResult<Option<AppendInfo>> {
+        // Batches of one producer within the request follow each other.
+        let mut in_request: Vec<(i64, i16, i32)> = Vec::new();
+        let mut dups: Vec<(BatchHeader, KeptBatch)> = Vec::new();
+        let mut fresh = 0usize;
+        for (h, _) in parsed {
+            if let Some(&(_, epoch, last)) = in_request.iter().find(|(p, ..)| *p == h.producer_id)
+                && h.producer_id >= 0
+            {
+                let follows = h.producer_epoch == epoch
+                    && h.base_sequence == if last == i32::MAX { 0 } else { last + 1 };
+                if !follows {
+                    return Err(LogError::OutOfOrderSequence {
+                        producer_id: h.producer_id,
+                        epoch: h.producer_epoch,
+                        last,
+                        got: h.base_sequence,
+                    });
+                }
+            } else {
+                match self.producers.check(h)? {
+                    Verdict::Duplicate(k) => {
+                        dups.push((*h, k));
+                        continue;
+                    }
+                    Verdict::Append => {}
+                }
+            }
+            fresh += 1;
+            if h.producer_id >= 0 {
+                in_request.retain(|(p, ..)| *p != h.producer_id);
+                in_request.push((h.producer_id, h.producer_epoch, h.last_sequence()));
+            }
+        }
+        match (dups.first(), dups.last()) {
+            (Some((_, first)), Some((_, last))) if fresh == 0 => {
+                debug!(
+                    first_offset = first.base_offset,
+                    last_offset = last.last_offset,
+                    "duplicate batches from an idempotent producer: answered, not written"
+                );
+                Ok(Some(AppendInfo {
+                    first_offset: first.base_offset,
+                    last_offset: last.last_offset,
+                    max_timestamp: NO_TIMESTAMP,
+                    batches: 0,
+                    records: 0,
+                    bytes: 0,
+                    log_end_offset: self.log_end_offset(),
+                    rolled: false,
+                    flush_due: false,
+                }))
+            }
+            // Part of the request was written before, part not: not a
+            // retry of one append.
+            (Some((h, k)), _) => Err(LogError::OutOfOrderSequence {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                last: k.last_seq,
+                got: h.base_sequence,
+            }),
+            _ => Ok(None),
+        }
     }
 
     // ---- flush and checkpoints -----------------------------------------

@@ -279,6 +279,13 @@ pub enum ReplicaError {
     /// A client write to an internal topic.
     #[error("topic {0} is internal: only the group coordinator writes it")]
     InvalidTopic(String),
+    /// Idempotent producer: records between the last sequence and this
+    /// batch are missing.
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    /// Idempotent producer: an older epoch of the producer.
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
 }
 
 impl ReplicaError {
@@ -300,6 +307,8 @@ impl ReplicaError {
             Self::RequestTooLarge { .. } => ErrorCode::RequestTooLarge,
             Self::NotReplica(_) => ErrorCode::NotReplica,
             Self::InvalidTopic(_) => ErrorCode::InvalidTopic,
+            Self::OutOfOrderSequence(_) => ErrorCode::OutOfOrderSequenceNumber,
+            Self::InvalidProducerEpoch(_) => ErrorCode::InvalidProducerEpoch,
         }
     }
 }
@@ -326,6 +335,8 @@ impl From<LogError> for ReplicaError {
                 leader_epoch: -1,
             },
             LogError::Config(c) => Self::InvalidRequest(c.to_string()),
+            LogError::OutOfOrderSequence { .. } => Self::OutOfOrderSequence(e.to_string()),
+            LogError::InvalidProducerEpoch { .. } => Self::InvalidProducerEpoch(e.to_string()),
             other => Self::Storage(other.to_string()),
         }
     }

@@ -38,6 +38,9 @@ pub struct AgentConfig {
     pub disk_capacity_bytes: Option<u64>,
     /// Consumer-group limits (session timeout bounds, heartbeat interval).
     pub group: ballast_group::GroupConfig,
+    /// TLS for the agent's listener; with a client CA, pushes from the
+    /// coordinator and follower fetches need a cluster certificate.
+    pub tls: Option<ballast_net::ServerSecurity>,
 }
 
 impl AgentConfig {
@@ -52,6 +55,7 @@ impl AgentConfig {
             coordinators,
             disk_capacity_bytes: None,
             group: ballast_group::GroupConfig::default(),
+            tls: None,
         }
     }
 
@@ -111,8 +115,18 @@ pub(crate) fn coordinator_uri(addr: &str) -> String {
     if addr.contains("://") {
         addr.to_owned()
     } else {
-        format!("http://{addr}")
+        ballast_net::uri(addr)
     }
+}
+
+/// The endpoint for the coordinator at `addr`, with this process's TLS
+/// settings.
+pub(crate) fn coordinator_endpoint(
+    addr: &str,
+) -> Result<tonic::transport::Endpoint, ballast_net::NetError> {
+    let e = tonic::transport::Endpoint::from_shared(coordinator_uri(addr))
+        .map_err(|e| ballast_net::NetError::Invalid(format!("{addr}: {e}")))?;
+    ballast_net::secure(e)
 }
 
 fn strip_scheme(addr: &str) -> &str {

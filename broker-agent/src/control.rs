@@ -40,11 +40,11 @@ use ballast_proto::v1::{
     RegisterBrokerResponse,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tracing::{debug, error, info, warn};
 
-use crate::config::coordinator_uri;
+use crate::config::coordinator_endpoint;
 use crate::state::AgentState;
 
 /// Metadata key a standby coordinator sets to the active one's address.
@@ -248,7 +248,7 @@ impl ControlLoop {
         if let Some(ch) = self.channels.get(addr) {
             return Some(BrokerControlClient::new(ch.clone()));
         }
-        match Endpoint::from_shared(coordinator_uri(addr)) {
+        match coordinator_endpoint(addr) {
             Ok(ep) => {
                 let ch = ep.connect_timeout(CONNECT_TIMEOUT).connect_lazy();
                 self.channels.insert(addr.to_owned(), ch.clone());
@@ -348,7 +348,13 @@ impl ControlLoop {
                     }
                 }
                 Failure::Unreachable => {
-                    debug!(coordinator = %addr, error = %status, "coordinator unreachable");
+                    // Now and then at warn: a refused TLS handshake (no
+                    // cluster certificate) looks like this too.
+                    if self.refusals.should_log(&format!("unreachable {addr}")) {
+                        warn!(coordinator = %addr, error = %status, "cannot reach the coordinator to register; retrying");
+                    } else {
+                        debug!(coordinator = %addr, error = %status, "coordinator unreachable");
+                    }
                     self.addresses.advance();
                 }
                 Failure::Refused | Failure::Fenced => {

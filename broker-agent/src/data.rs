@@ -79,6 +79,8 @@ use crate::replica::{ReplicaError, ReplicaManager, wall_clock_ms};
 #[derive(Debug, Clone)]
 pub(crate) struct DataService {
     manager: Arc<ReplicaManager>,
+    /// Follower fetches need a cluster certificate.
+    cluster_certs: bool,
 }
 
 impl DataService {
@@ -209,7 +211,18 @@ impl DataService {
     }
 
     pub fn new(manager: Arc<ReplicaManager>) -> Self {
-        Self { manager }
+        Self {
+            manager,
+            cluster_certs: false,
+        }
+    }
+
+    /// Require a cluster certificate (mutual TLS) of follower fetches.
+    pub fn cluster_certs(self, required: bool) -> Self {
+        Self {
+            cluster_certs: required,
+            ..self
+        }
     }
 
     /// The leader hint for an error, from the pushed metadata.
@@ -542,6 +555,9 @@ impl Data for DataService {
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let started = Instant::now();
+        if request.get_ref().replica_id >= 0 {
+            ballast_net::require_cluster_cert(&request, self.cluster_certs, "a follower fetch")?;
+        }
         let req = request.into_inner();
         let replica = req.replica_id >= 0;
         let response = self.fetch_inner(req).await;

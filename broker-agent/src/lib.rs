@@ -226,22 +226,44 @@ pub async fn start_with(
     replicas.start_background();
     let groups = GroupCoordinator::start(Arc::clone(&replicas), config.group.clone());
 
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.config())
+            .map_err(|e| AgentError::Config {
+                field: "tls",
+                reason: e.to_string(),
+            })?;
+    }
+    // With a client CA, only cluster members push assignments or fetch as
+    // followers.
+    let cluster_certs = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(
+        builder
+            .add_service(tonic::service::interceptor::InterceptedService::new(
                 // A full push carries every partition's leader in the
                 // cluster: allow far more than tonic's 4 MiB default.
                 AgentControlServer::new(AgentService::new(Arc::clone(&state)))
                     .max_decoding_message_size(MAX_PUSH_BYTES)
                     .max_encoding_message_size(MAX_PUSH_BYTES),
-            )
+                move |req: tonic::Request<()>| {
+                    ballast_net::require_cluster_cert(
+                        &req,
+                        cluster_certs,
+                        "agent control (the coordinator's pushes)",
+                    )?;
+                    Ok(req)
+                },
+            ))
             .add_service(
                 // Produce requests up to the configured limit (and a little
                 // more, so that they are refused by name), fetch answers up
                 // to theirs plus one batch.
-                DataServer::new(DataService::new(Arc::clone(&replicas)))
-                    .max_decoding_message_size(data_message_bytes)
-                    .max_encoding_message_size(data_message_bytes),
+                DataServer::new(
+                    DataService::new(Arc::clone(&replicas)).cluster_certs(cluster_certs),
+                )
+                .max_decoding_message_size(data_message_bytes)
+                .max_encoding_message_size(data_message_bytes),
             )
             .add_service(
                 GroupServer::new(GroupService::new(groups))

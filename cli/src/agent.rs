@@ -172,6 +172,7 @@ impl AgentArgs {
                 .collect(),
             disk_capacity_bytes: self.disk_capacity,
             group: self.group(),
+            tls: None,
         }
     }
 
@@ -192,10 +193,11 @@ impl AgentArgs {
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
-pub fn run(args: AgentArgs) -> Result<String> {
+pub fn run(args: AgentArgs, security: &crate::security::SecurityArgs) -> Result<String> {
     // `--config` was expanded into flags before parsing (`config.rs`).
     debug_assert!(args.config.is_none());
-    let config = args.config();
+    let mut config = args.config();
+    config.tls = security.server()?;
     config.validate()?;
     let replication = args.replication()?;
     init_logging(args.log_format)?;

@@ -171,6 +171,8 @@ pub fn print(args: PrintArgs) -> Result<String> {
         None => (Vec::new(), BTreeSet::new()),
     };
     let mut command = crate::Cli::command();
+    // Global flags (--tls-*) become the role's too.
+    command.build();
     let sub = command
         .find_subcommand_mut(&args.role)
         .context("unknown role")?

@@ -21,6 +21,7 @@ mod format;
 mod group_format;
 mod groups;
 mod reassign;
+mod security;
 mod server;
 mod table;
 
@@ -36,6 +37,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    security: security::SecurityArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,12 +91,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(&e),
     };
+    if let Err(e) = cli.security.apply_client() {
+        return fail(&format!("error: {e:#}"), ExitCode::from(USAGE_ERROR));
+    }
+    let security = cli.security;
     let result = match cli.command {
         Command::Assign(cmd) => assign::run(cmd),
         Command::Admin(cmd) => admin::run(cmd),
-        Command::Coordinator(args) => server::coordinator(args),
+        Command::Coordinator(args) => server::coordinator(args, &security),
         Command::Dev(args) => server::dev(args),
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => agent::run(args, &security),
         Command::Produce(args) => data::produce(args),
         Command::Consume(args) => data::consume(args),
         Command::Groups(cmd) => groups::run(cmd),

@@ -106,6 +106,11 @@ pub struct CoordinatorArgs {
     /// Log lines as text or JSON (one object per line).
     #[arg(long, env = "BALLAST_LOG_FORMAT", value_enum, default_value_t = crate::agent::LogFormat::Text)]
     log_format: crate::agent::LogFormat,
+    /// A file holding the admin token: admin requests without
+    /// `authorization: Bearer <token>` are refused with PermissionDenied
+    /// (the token is never logged or printed).
+    #[arg(long, env = "BALLAST_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    admin_token_file: Option<std::path::PathBuf>,
     /// Read options from this TOML file (keys are the flag names); the
     /// environment (`BALLAST_<NAME>`) and flags override it.
     #[arg(long, value_name = "FILE")]
@@ -155,9 +160,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `ballast coordinator`.
-pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<String> {
+pub fn coordinator(
+    args: CoordinatorArgs,
+    security: &crate::security::SecurityArgs,
+) -> anyhow::Result<String> {
     // `--config` was expanded into flags before parsing (`config.rs`).
     debug_assert!(args.config.is_none());
+    let serve_security = ballast_coordinator::service::ServeSecurity {
+        tls: security.server()?,
+        admin_token: args
+            .admin_token_file
+            .as_deref()
+            .map(|p| ballast_net::read_token("--admin-token-file", p))
+            .transpose()?,
+    };
     crate::agent::init_logging(args.log_format)?;
     runtime()?.block_on(async move {
         let store: Arc<dyn MetadataStore> = match &args.local_store {
@@ -214,9 +230,10 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<String> {
             }
             None => None,
         };
-        let serve = tokio::spawn(ballast_coordinator::service::serve(
+        let serve = tokio::spawn(ballast_coordinator::service::serve_secured(
             coordinator.clone(),
             listener,
+            serve_security,
             wait_true(stop_rx.clone()),
         ));
         let run = tokio::spawn(coordinator.clone().run(wait_true(stop_rx)));

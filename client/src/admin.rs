@@ -466,7 +466,8 @@ impl AdminClient {
                     // The timeout is ours alone: no grpc-timeout header, so
                     // tonic's own timer cannot race this one and report the
                     // same expiry as CANCELLED.
-                    let req = tonic::Request::new(request.clone());
+                    let mut req = tonic::Request::new(request.clone());
+                    ballast_net::authorize(&mut req);
                     match tokio::time::timeout(timeout, send(GrpcAdminClient::new(channel), req))
                         .await
                     {
@@ -560,7 +561,7 @@ fn endpoint(address: &str, options: &AdminOptions) -> Result<Endpoint, String> {
         return Err("leading or trailing whitespace".into());
     }
     let uri = match address.split_once("://") {
-        None => format!("http://{address}"),
+        None => ballast_net::uri(address),
         Some(("http", _)) => address.to_owned(),
         Some((scheme, _)) => {
             return Err(format!(
@@ -575,6 +576,7 @@ fn endpoint(address: &str, options: &AdminOptions) -> Result<Endpoint, String> {
     if !matches!(endpoint.uri().path(), "" | "/") {
         return Err("a path is not allowed; give host:port".into());
     }
+    let endpoint = ballast_net::secure(endpoint).map_err(|e| e.to_string())?;
     // The per-call timeout is applied by the retry loop (it also bounds a
     // call by the overall deadline), not by the channel.
     Ok(endpoint.connect_timeout(options.connect_timeout))

@@ -32,7 +32,7 @@ pub(crate) fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpo
         return Err("leading or trailing whitespace".into());
     }
     let uri = match address.split_once("://") {
-        None => format!("http://{address}"),
+        None => ballast_net::uri(address),
         Some(("http", _)) => address.to_owned(),
         Some((scheme, _)) => {
             return Err(format!(
@@ -47,6 +47,7 @@ pub(crate) fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpo
     if !matches!(endpoint.uri().path(), "" | "/") {
         return Err("a path is not allowed; give host:port".into());
     }
+    let endpoint = ballast_net::secure(endpoint).map_err(|e| e.to_string())?;
     // Per-call timeouts are the caller's (they also bound retries).
     Ok(endpoint
         .connect_timeout(connect_timeout)

@@ -426,7 +426,7 @@ fn transport_failure(status: &tonic::Status) -> bool {
 }
 
 async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
-    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{}", q.address)) {
+    let endpoint = match ballast_net::endpoint(&q.address) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10)),

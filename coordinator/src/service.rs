@@ -63,6 +63,16 @@ pub struct CoordinatorService {
     coordinator: Coordinator,
 }
 
+/// How the coordinator's listener is secured (module `ballast_net`).
+#[derive(Debug, Clone, Default)]
+pub struct ServeSecurity {
+    /// TLS; with a client CA, broker control (registration, heartbeats, ISR
+    /// changes) needs a cluster certificate.
+    pub tls: Option<ballast_net::ServerSecurity>,
+    /// Admin operations need `authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+}
+
 impl CoordinatorService {
     /// Serve `coordinator`.
     pub fn new(coordinator: Coordinator) -> Self {
@@ -73,15 +83,39 @@ impl CoordinatorService {
         self.coordinator.active_term().map_err(to_status)
     }
 
-    /// The tonic router for both services.
-    pub fn router(self) -> tonic::transport::server::Router {
-        tonic::transport::Server::builder()
-            .add_service(
+    /// The tonic router for both services, secured by `security`.
+    pub fn router(
+        self,
+        security: &ServeSecurity,
+    ) -> Result<tonic::transport::server::Router, tonic::transport::Error> {
+        use tonic::service::interceptor::InterceptedService;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &security.tls {
+            builder = builder.tls_config(tls.config())?;
+        }
+        let token: Option<std::sync::Arc<str>> = security.admin_token.as_deref().map(Into::into);
+        let cluster_certs = security.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        Ok(builder
+            .add_service(InterceptedService::new(
                 AdminServer::new(self.clone())
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(256 << 20),
-            )
-            .add_service(BrokerControlServer::new(self))
+                move |req: Request<()>| {
+                    ballast_net::check_token(&req, token.as_deref())?;
+                    Ok(req)
+                },
+            ))
+            .add_service(InterceptedService::new(
+                BrokerControlServer::new(self),
+                move |req: Request<()>| {
+                    ballast_net::require_cluster_cert(
+                        &req,
+                        cluster_certs,
+                        "broker control (registration, heartbeats, ISR changes)",
+                    )?;
+                    Ok(req)
+                },
+            )))
     }
 }
 
@@ -447,17 +481,29 @@ impl BrokerControl for CoordinatorService {
     }
 }
 
-/// Serve both services on `listener` until `shutdown` resolves.
+/// Serve both services on `listener`, in plaintext and open to all, until
+/// `shutdown` resolves.
 pub async fn serve(
     coordinator: Coordinator,
     listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    serve_secured(coordinator, listener, ServeSecurity::default(), shutdown).await
+}
+
+/// Serve both services on `listener`, secured by `security`, until
+/// `shutdown` resolves.
+pub async fn serve_secured(
+    coordinator: Coordinator,
+    listener: tokio::net::TcpListener,
+    security: ServeSecurity,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     // TCP_NODELAY on accepted connections (tonic sets it only on listeners it
     // binds itself): small answers must not wait for a delayed ACK.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     CoordinatorService::new(coordinator)
-        .router()
+        .router(&security)?
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

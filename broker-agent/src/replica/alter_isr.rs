@@ -28,13 +28,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use super::Clock;
 use super::isr::{AlterIsrOutcome, IsrChange};
 use super::partition::Partition;
-use crate::config::coordinator_uri;
 use crate::control::{ACTIVE_COORDINATOR_KEY, Backoff, NOT_ACTIVE_MESSAGE};
 use crate::state::Registration;
 
@@ -118,7 +117,7 @@ impl AlterIsrClient {
         if let Some(ch) = channels.get(addr) {
             return Some(BrokerControlClient::new(ch.clone()));
         }
-        let ch = Endpoint::from_shared(coordinator_uri(addr))
+        let ch = crate::config::coordinator_endpoint(addr)
             .ok()?
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy();

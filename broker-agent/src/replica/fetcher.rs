@@ -27,7 +27,7 @@ use ballast_proto::v1::data_client::DataClient;
 use ballast_proto::v1::{FetchPartition, FetchRequest};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::debug;
 
 use super::manager::MetadataView;
@@ -117,7 +117,7 @@ pub(crate) async fn run(
         };
         let c = match &client {
             Some((a, c)) if *a == addr => c.clone(),
-            _ => match Endpoint::from_shared(format!("http://{addr}")) {
+            _ => match ballast_net::endpoint(&addr) {
                 Ok(ep) => {
                     let c = DataClient::new(ep.connect_timeout(CONNECT_TIMEOUT).connect_lazy())
                         .max_decoding_message_size(ctx.max_message_bytes)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ballast_coordinator::store::{EtcdOptions, EtcdStore, LocalStore, MetadataStore};
+use ballast_coordinator::store::{EtcdOptions, EtcdStore, EtcdTls, LocalStore, MetadataStore};
 use ballast_coordinator::{Coordinator, CoordinatorConfig, Role};
 use clap::Args;
 
@@ -23,6 +23,26 @@ pub struct CoordinatorArgs {
         required_unless_present = "local_store"
     )]
     etcd: Vec<String>,
+    /// TLS to etcd (`https://` endpoints): the CA (PEM) etcd's certificate
+    /// chains to.
+    #[arg(long, env = "BALLAST_ETCD_CA", value_name = "FILE")]
+    etcd_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for etcd's `--client-cert-auth`.
+    #[arg(
+        long,
+        env = "BALLAST_ETCD_CERT",
+        value_name = "FILE",
+        requires = "etcd_key"
+    )]
+    etcd_cert: Option<std::path::PathBuf>,
+    /// Key (PEM) of --etcd-cert.
+    #[arg(
+        long,
+        env = "BALLAST_ETCD_KEY",
+        value_name = "FILE",
+        requires = "etcd_cert"
+    )]
+    etcd_key: Option<std::path::PathBuf>,
     /// Use the embedded store in this file instead of etcd (one machine only).
     #[arg(long, env = "BALLAST_LOCAL_STORE", conflicts_with = "etcd")]
     local_store: Option<std::path::PathBuf>,
@@ -186,7 +206,7 @@ pub fn coordinator(
                 if args.etcd.is_empty() {
                     bail!("--etcd: give at least one endpoint (or --local-store)");
                 }
-                connect_etcd(&args.etcd).await?
+                connect_etcd(&args.etcd, etcd_tls(&args)?).await?
             }
         };
         let (listener, bound) = ballast_coordinator::service::bind(&args.listen)
@@ -260,10 +280,38 @@ async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
 /// Connect to etcd, retrying while it is unreachable ("metadata store
 /// unavailable" in the log) instead of giving up: the coordinator must come
 /// up by itself once etcd does.
-async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<Arc<dyn MetadataStore>> {
+/// `--etcd-ca`, `--etcd-cert`, `--etcd-key` read (`None` without a CA).
+fn etcd_tls(args: &CoordinatorArgs) -> anyhow::Result<Option<EtcdTls>> {
+    let read = |flag: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
+    };
+    let Some(ca) = &args.etcd_ca else {
+        if args.etcd_cert.is_some() {
+            bail!("--etcd-cert needs --etcd-ca");
+        }
+        return Ok(None);
+    };
+    let identity = match (&args.etcd_cert, &args.etcd_key) {
+        (Some(c), Some(k)) => Some((read("--etcd-cert", c)?, read("--etcd-key", k)?)),
+        _ => None,
+    };
+    Ok(Some(EtcdTls {
+        ca: read("--etcd-ca", ca)?,
+        identity,
+    }))
+}
+
+async fn connect_etcd(
+    endpoints: &[String],
+    tls: Option<EtcdTls>,
+) -> anyhow::Result<Arc<dyn MetadataStore>> {
     let mut backoff = Duration::from_millis(200);
+    let options = EtcdOptions {
+        tls,
+        ..EtcdOptions::default()
+    };
     loop {
-        match EtcdStore::connect(endpoints, EtcdOptions::default()).await {
+        match EtcdStore::connect(endpoints, options.clone()).await {
             Ok(s) => return Ok(Arc::new(s)),
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, "metadata store unavailable; retrying");

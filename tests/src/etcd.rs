@@ -92,12 +92,27 @@ fn cluster_token() -> String {
     )
 }
 
+/// TLS for etcd's client port: its certificate and key, and the CA that
+/// clients' certificates must chain to (client certificates required).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// Server certificate (PEM), valid for 127.0.0.1.
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// CA of client certificates (PEM).
+    pub client_ca: PathBuf,
+}
+
 /// One etcd process and everything needed to restart it identically.
 #[derive(Debug)]
 struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// With TLS on the client port, health is asked on a plaintext metrics
+    /// port.
+    tls: Option<(EtcdTls, u16)>,
     initial_cluster: String,
     token: String,
     dir: PathBuf,
@@ -130,15 +145,28 @@ impl Member {
             }
             None => Command::new(&etcd),
         };
+        let client_url = self.client_url();
+        if let Some((tls, metrics_port)) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client_ca)
+                .arg("--client-cert-auth")
+                .arg("--listen-metrics-urls")
+                .arg(url(*metrics_port));
+        }
         command
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen-client-urls")
-            .arg(url(self.client_port))
+            .arg(&client_url)
             .arg("--advertise-client-urls")
-            .arg(url(self.client_port))
+            .arg(&client_url)
             .arg("--listen-peer-urls")
             .arg(url(self.peer_port))
             .arg("--initial-advertise-peer-urls")
@@ -171,8 +199,16 @@ impl Member {
         }
     }
 
+    fn client_url(&self) -> String {
+        match self.tls {
+            Some(_) => format!("https://127.0.0.1:{}", self.client_port),
+            None => url(self.client_port),
+        }
+    }
+
     fn healthy(&self) -> bool {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.client_port));
+        let port = self.tls.as_ref().map_or(self.client_port, |(_, m)| *m);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
             return false;
         };
@@ -253,6 +289,13 @@ impl Member {
 /// Starts members with fresh ports, retrying with new ports when a start
 /// fails (a port taken by someone else in between).
 fn start_members(count: usize) -> anyhow::Result<(tempfile::TempDir, Vec<Member>)> {
+    start_members_with(count, None)
+}
+
+fn start_members_with(
+    count: usize,
+    tls: Option<&EtcdTls>,
+) -> anyhow::Result<(tempfile::TempDir, Vec<Member>)> {
     let _ = etcd_binary(); // panic early and loudly if missing
     let mut last_error = None;
     for _ in 0..START_ATTEMPTS {
@@ -260,7 +303,7 @@ fn start_members(count: usize) -> anyhow::Result<(tempfile::TempDir, Vec<Member>
             .prefix("ballast-etcd-")
             .tempdir()
             .context("creating the etcd temp dir")?;
-        let ports = free_ports(2 * count)?;
+        let ports = free_ports(3 * count)?;
         let names: Vec<String> = (0..count).map(|i| format!("m{i}")).collect();
         let initial_cluster = names
             .iter()
@@ -277,6 +320,7 @@ fn start_members(count: usize) -> anyhow::Result<(tempfile::TempDir, Vec<Member>
                 name,
                 client_port: ports[2 * i],
                 peer_port: ports[2 * i + 1],
+                tls: tls.map(|t| (t.clone(), ports[2 * count + i])),
                 initial_cluster: initial_cluster.clone(),
                 token: token.clone(),
                 dir,
@@ -334,9 +378,20 @@ impl EtcdServer {
         })
     }
 
-    /// The client URL, `http://127.0.0.1:<port>`.
+    /// Starts a single-member etcd serving TLS on its client port and
+    /// requiring client certificates signed by `tls.client_ca`.
+    pub fn start_tls(tls: &EtcdTls) -> anyhow::Result<EtcdServer> {
+        let (root, mut members) = start_members_with(1, Some(tls))?;
+        let member = members.pop().context("no member started")?;
+        Ok(EtcdServer {
+            member,
+            _root: root,
+        })
+    }
+
+    /// The client URL, `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        url(self.member.client_port)
+        self.member.client_url()
     }
 
     /// The client URL as a one-element list, for `EtcdStore::connect`.

@@ -1,6 +1,7 @@
-//! Transport security on real processes: a coordinator and agents serving
-//! TLS with cluster certificates from one CA (mutual TLS), an admin token
-//! on the coordinator.
+//! Transport security on real processes: etcd serving only TLS with client
+//! certificates, a coordinator and agents serving TLS with cluster
+//! certificates from one CA (mutual TLS), an admin token on the
+//! coordinator.
 //! * an agent holding a certificate from another CA cannot register, and a
 //!   client without a certificate can neither register a broker nor fetch
 //!   as a follower;
@@ -22,7 +23,7 @@ use ballast_proto::v1::data_client::DataClient;
 use ballast_proto::v1::{self as pb};
 use ballast_tests::bin_path::ballast_bin;
 use ballast_tests::cluster::{start_agent, start_coordinator_with};
-use ballast_tests::etcd::EtcdServer;
+use ballast_tests::etcd::{EtcdServer, EtcdTls};
 use ballast_tests::process::eventually;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -156,11 +157,25 @@ async fn only_cluster_certificates_join_and_only_the_token_administers() {
     let (coord_cert, coord_key) = pki.issue("coordinator");
     let token = pki.dir.path().join("admin.token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let etcd = EtcdServer::start().unwrap();
+    // etcd itself serves only TLS and wants client certificates.
+    let (etcd_cert, etcd_key) = pki.issue("etcd");
+    let etcd = EtcdServer::start_tls(&EtcdTls {
+        cert: etcd_cert,
+        key: etcd_key,
+        client_ca: pki.ca(),
+    })
+    .unwrap();
+    assert!(etcd.endpoint().starts_with("https://"));
     let coordinator = start_coordinator_with(
         &etcd.endpoints(),
         "secure",
         &[
+            "--etcd-ca",
+            &s(&pki.ca()),
+            "--etcd-cert",
+            &s(&coord_cert),
+            "--etcd-key",
+            &s(&coord_key),
             "--tls-cert",
             &s(&coord_cert),
             "--tls-key",

@@ -59,6 +59,28 @@ pub struct EtcdOptions {
     /// How long a keep-alive ping may go unanswered before the connection is
     /// considered dead.
     pub keep_alive_timeout: Duration,
+    /// TLS to etcd (endpoints `https://...`): the CA (PEM) etcd's
+    /// certificate chains to, and a client certificate and key (PEM) when
+    /// etcd requires one (`--client-cert-auth`).
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS settings of the etcd connection.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// CA certificate(s), PEM.
+    pub ca: Vec<u8>,
+    /// Client certificate chain and key, PEM.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("EtcdTls")
+            .field("identity", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for EtcdOptions {
@@ -69,6 +91,7 @@ impl Default for EtcdOptions {
             retry_budget: Duration::from_secs(5),
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -285,10 +308,23 @@ impl EtcdStore {
                 options.keep_alive_interval, MIN_KEEP_ALIVE_INTERVAL
             )));
         }
-        let connect = ConnectOptions::new()
+        let mut connect = ConnectOptions::new()
             .with_keep_alive(options.keep_alive_interval, options.keep_alive_timeout)
             .with_connect_timeout(options.connect_timeout)
             .with_require_leader(true);
+        if let Some(tls) = &options.tls {
+            if let Some(plain) = endpoints.iter().find(|e| !e.starts_with("https://")) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "etcd endpoint {plain}: TLS is configured, give https:// endpoints"
+                )));
+            }
+            let mut t = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca));
+            if let Some((cert, key)) = &tls.identity {
+                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            connect = connect.with_tls(t);
+        }
         let client =
             Client::connect(endpoints, Some(connect))
                 .await

@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 pub use election::{LeaderKey, campaign, leader, observe, proclaim, resign};
-pub use etcd::{EtcdOptions, EtcdStore};
+pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
 pub use local::LocalStore;
 pub use reflector::{Reflector, ReflectorEvent};
 

@@ -131,6 +131,11 @@ pub struct CoordinatorArgs {
     /// (the token is never logged or printed).
     #[arg(long, env = "BALLAST_ADMIN_TOKEN_FILE", value_name = "FILE")]
     admin_token_file: Option<std::path::PathBuf>,
+    /// Admin operations are also allowed to clients whose certificate
+    /// (verified against --tls-ca) has this organizational unit
+    /// (`OU=<ROLE>`) in its subject.
+    #[arg(long, env = "BALLAST_ADMIN_CERT_ROLE", value_name = "ROLE")]
+    admin_cert_role: Option<String>,
     /// Read options from this TOML file (keys are the flag names); the
     /// environment (`BALLAST_<NAME>`) and flags override it.
     #[arg(long, value_name = "FILE")]
@@ -188,12 +193,23 @@ pub fn coordinator(
     debug_assert!(args.config.is_none());
     let serve_security = ballast_coordinator::service::ServeSecurity {
         tls: security.server()?,
-        admin_token: args
-            .admin_token_file
-            .as_deref()
-            .map(|p| ballast_net::read_token("--admin-token-file", p))
-            .transpose()?,
+        admin: ballast_net::AdminAuth {
+            token: args
+                .admin_token_file
+                .as_deref()
+                .map(|p| ballast_net::read_token("--admin-token-file", p))
+                .transpose()?,
+            cert_role: args.admin_cert_role.clone(),
+        },
     };
+    if serve_security.admin.cert_role.is_some()
+        && !serve_security
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some())
+    {
+        bail!("--admin-cert-role needs mutual TLS: --tls-ca, --tls-cert and --tls-key");
+    }
     crate::agent::init_logging(args.log_format)?;
     runtime()?.block_on(async move {
         let store: Arc<dyn MetadataStore> = match &args.local_store {

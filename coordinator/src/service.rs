@@ -69,8 +69,8 @@ pub struct ServeSecurity {
     /// TLS; with a client CA, broker control (registration, heartbeats, ISR
     /// changes) needs a cluster certificate.
     pub tls: Option<ballast_net::ServerSecurity>,
-    /// Admin operations need `authorization: Bearer <token>`.
-    pub admin_token: Option<String>,
+    /// Who may run admin operations (a token, a certificate role).
+    pub admin: ballast_net::AdminAuth,
 }
 
 impl CoordinatorService {
@@ -93,7 +93,7 @@ impl CoordinatorService {
         if let Some(tls) = &security.tls {
             builder = builder.tls_config(tls.config())?;
         }
-        let token: Option<std::sync::Arc<str>> = security.admin_token.as_deref().map(Into::into);
+        let admin = std::sync::Arc::new(security.admin.clone());
         let cluster_certs = security.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         Ok(builder
             .add_service(InterceptedService::new(
@@ -101,7 +101,7 @@ impl CoordinatorService {
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(256 << 20),
                 move |req: Request<()>| {
-                    ballast_net::check_token(&req, token.as_deref())?;
+                    ballast_net::check_admin(&req, &admin)?;
                     Ok(req)
                 },
             ))

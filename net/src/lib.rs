@@ -262,6 +262,64 @@ pub fn require_cluster_cert<T>(
     )))
 }
 
+/// Whether the client presented a (verified) certificate whose subject
+/// names `role` as an organizational unit (`OU=<role>`).
+pub fn cert_has_role<T>(request: &Request<T>, role: &str) -> bool {
+    let Some(certs) = request.peer_certs() else {
+        return false;
+    };
+    let Some(leaf) = certs.first() else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        return false;
+    };
+    cert.subject()
+        .iter_organizational_unit()
+        .any(|ou| ou.as_str().is_ok_and(|v| v == role))
+}
+
+/// Who may run admin operations: holders of the token, and clients whose
+/// certificate carries the role (`OU=<role>`). Neither set: everyone.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AdminAuth {
+    /// The bearer token.
+    pub token: Option<String>,
+    /// The organizational unit that makes a client certificate an admin's.
+    pub cert_role: Option<String>,
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAuth")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("cert_role", &self.cert_role)
+            .finish()
+    }
+}
+
+/// Refuses an admin `request` that neither carries the token nor comes
+/// with a certificate in the admin role (when either is required).
+pub fn check_admin<T>(request: &Request<T>, auth: &AdminAuth) -> Result<(), Status> {
+    if auth.token.is_none() && auth.cert_role.is_none() {
+        return Ok(());
+    }
+    if let Some(role) = &auth.cert_role
+        && cert_has_role(request, role)
+    {
+        return Ok(());
+    }
+    if auth.token.is_some() && check_token(request, auth.token.as_deref()).is_ok() {
+        return Ok(());
+    }
+    Err(Status::permission_denied(match &auth.cert_role {
+        Some(role) => format!(
+            "admin operations need a valid token (--token-file) or a client certificate with OU={role}"
+        ),
+        None => "admin operations need a valid token (--token-file)".to_owned(),
+    }))
+}
+
 /// Refuses `request` unless it carries `authorization: Bearer <expected>`;
 /// admits everything when `expected` is `None`. The comparison takes the
 /// same time wherever the tokens differ.

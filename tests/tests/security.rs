@@ -64,10 +64,18 @@ impl Pki {
 
     /// Writes `<name>.pem` and `<name>.key`; returns their paths.
     fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.issue_in(name, None)
+    }
+
+    /// [`Pki::issue`] with an organizational unit (a role) in the subject.
+    fn issue_in(&self, name: &str, unit: Option<&str>) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let mut p =
             CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, name);
+        if let Some(u) = unit {
+            p.distinguished_name.push(DnType::OrganizationalUnitName, u);
+        }
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -184,6 +192,8 @@ async fn only_cluster_certificates_join_and_only_the_token_administers() {
             &s(&pki.ca()),
             "--admin-token-file",
             &s(&token),
+            "--admin-cert-role",
+            "admin",
         ],
     );
     let address = coordinator.address().to_owned();
@@ -272,6 +282,26 @@ async fn only_cluster_certificates_join_and_only_the_token_administers() {
             replica_id: 3,
             ..Default::default()
         })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+
+    // Instead of the token: a certificate in the admin role (OU=admin), not
+    // just any cluster certificate.
+    let (op_cert, op_key) = pki.issue_in("operator", Some("admin"));
+    let mut operator = AdminClient::new(tls_channel(&address, &ca, Some((&op_cert, &op_key))));
+    operator
+        .list_brokers(pb::ListBrokersRequest::default())
+        .await
+        .unwrap();
+    let (member_cert, member_key) = pki.issue("member");
+    let mut member = AdminClient::new(tls_channel(
+        &address,
+        &ca,
+        Some((&member_cert, &member_key)),
+    ));
+    let e = member
+        .list_brokers(pb::ListBrokersRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");

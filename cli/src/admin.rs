@@ -646,6 +646,7 @@ mod tests {
         match crate::Cli::try_parse_from(argv) {
             Ok(crate::Cli {
                 command: crate::Command::Admin(cmd),
+                ..
             }) => Ok(cmd),
             Ok(other) => Err(format!("not an admin command: {other:?}")),
             Err(e) => Err(crate::first_paragraph(&e.render().to_string())),

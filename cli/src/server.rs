@@ -203,10 +203,10 @@ pub fn coordinator(
         },
     };
     if serve_security.admin.cert_role.is_some()
-        && !serve_security
+        && serve_security
             .tls
             .as_ref()
-            .is_some_and(|t| t.client_ca.is_some())
+            .is_none_or(|t| t.client_ca.is_none())
     {
         bail!("--admin-cert-role needs mutual TLS: --tls-ca, --tls-cert and --tls-key");
     }

@@ -215,7 +215,7 @@ async fn only_cluster_certificates_join_and_only_the_token_administers() {
     assert_ne!(e.code(), tonic::Code::PermissionDenied, "{e}");
 
     // Without the token: PermissionDenied.
-    let mut admin = AdminClient::new(tls_channel(&address, &ca, None));
+    let admin = AdminClient::new(tls_channel(&address, &ca, None));
     let e = eventually("the coordinator answers over TLS", WAIT, || {
         let mut admin = admin.clone();
         async move {

@@ -112,7 +112,7 @@ struct Member {
     peer_port: u16,
     /// With TLS on the client port, health is asked on a plaintext metrics
     /// port.
-    tls: Option<(EtcdTls, u16)>,
+    tls: Option<Box<(EtcdTls, u16)>>,
     initial_cluster: String,
     token: String,
     dir: PathBuf,
@@ -146,7 +146,7 @@ impl Member {
             None => Command::new(&etcd),
         };
         let client_url = self.client_url();
-        if let Some((tls, metrics_port)) = &self.tls {
+        if let Some((tls, metrics_port)) = self.tls.as_deref() {
             command
                 .arg("--cert-file")
                 .arg(&tls.cert)
@@ -207,7 +207,7 @@ impl Member {
     }
 
     fn healthy(&self) -> bool {
-        let port = self.tls.as_ref().map_or(self.client_port, |(_, m)| *m);
+        let port = self.tls.as_deref().map_or(self.client_port, |(_, m)| *m);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
             return false;
@@ -320,7 +320,7 @@ fn start_members_with(
                 name,
                 client_port: ports[2 * i],
                 peer_port: ports[2 * i + 1],
-                tls: tls.map(|t| (t.clone(), ports[2 * count + i])),
+                tls: tls.map(|t| Box::new((t.clone(), ports[2 * count + i]))),
                 initial_cluster: initial_cluster.clone(),
                 token: token.clone(),
                 dir,

@@ -794,13 +794,15 @@ impl Partition {
             (st.high_watermark, l.leader_epoch(), l.epoch_start_offset())
         };
         if last_fetched_epoch >= 0 && fetch_offset > log.log_start_offset() {
+            // Not capped at the high watermark: a leader's high watermark
+            // can lag what its consumers saw (restored from the checkpoint
+            // after a restart, until the followers fetch again), and a
+            // position between the two is not a divergence: the read below
+            // just waits for the high watermark to pass it. (Capping made a
+            // restarted leader send consumers back, and they committed the
+            // older offset: found by the fault-injection suite, seed
+            // 4711824479639929712.)
             let eo = leader_end_offset_for_epoch(&log, epoch, epoch_start, last_fetched_epoch);
-            // The end offset is capped at the high watermark: a consumer
-            // only ever saw records below it.
-            let eo = EpochEndOffset {
-                epoch: eo.epoch,
-                end_offset: eo.end_offset.min(hw),
-            };
             // An epoch the log has no record of (-1) says nothing.
             if eo.end_offset >= 0 && eo.end_offset < fetch_offset {
                 debug!(

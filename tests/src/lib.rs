@@ -10,4 +10,5 @@ pub mod bench;
 pub mod bin_path;
 pub mod cluster;
 pub mod etcd;
+pub mod faults;
 pub mod process;

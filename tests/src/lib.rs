@@ -11,4 +11,5 @@ pub mod bin_path;
 pub mod cluster;
 pub mod etcd;
 pub mod faults;
+pub mod netns;
 pub mod process;

@@ -35,6 +35,8 @@ pub struct BallastProcess {
     /// Extra environment variables (`RUST_LOG` among them overrides the
     /// default).
     env: Vec<(String, String)>,
+    /// A command the binary runs under (`ip netns exec <ns>`), or empty.
+    wrapper: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -70,6 +72,29 @@ impl BallastProcess {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            wrapper: Vec::new(),
+            _dir: Some(dir),
+        };
+        p.spawn(timeout)?;
+        Ok(p)
+    }
+
+    /// [`BallastProcess::start`] under `wrapper` (e.g. `ip netns exec ns`,
+    /// which execs the binary in place: the pid stays the binary's).
+    pub fn start_under(
+        wrapper: &[&str],
+        args: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<BallastProcess> {
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let log_path = dir.path().join("stderr.log");
+        let mut p = BallastProcess {
+            child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log_path,
+            address: String::new(),
+            env: Vec::new(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
             _dir: Some(dir),
         };
         p.spawn(timeout)?;
@@ -82,7 +107,15 @@ impl BallastProcess {
             .append(true)
             .open(&self.log_path)
             .context("log file")?;
-        let mut child = Command::new(ballast_bin())
+        let mut command = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(ballast_bin());
+                c
+            }
+            None => Command::new(ballast_bin()),
+        };
+        let mut child = command
             .args(&self.args)
             .env(
                 "RUST_LOG",

@@ -69,6 +69,8 @@ const SIZE_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
     pub incarnation_id: String,
+    /// Random per process start (RegisterBrokerRequest.process_id).
+    pub process_id: String,
     pub rack: String,
     pub disk_capacity_bytes: u64,
     /// `host:port` of this agent's AgentControl server (also its client
@@ -301,6 +303,7 @@ impl ControlLoop {
                 rack: self.identity.rack.clone(),
                 disk_capacity_bytes: self.identity.disk_capacity_bytes,
                 control_address: self.identity.advertised.clone(),
+                process_id: self.identity.process_id.clone(),
             });
             request.set_timeout(Duration::from_secs(5));
             let result = tokio::select! {

@@ -280,6 +280,7 @@ pub async fn start_with(
     );
     let identity = Identity {
         incarnation_id: incarnation_id.clone(),
+        process_id: process_id(),
         rack: config.rack.clone().unwrap_or_default(),
         disk_capacity_bytes: config.disk_capacity_bytes.unwrap_or(disk),
         advertised: advertised.clone(),
@@ -354,4 +355,17 @@ fn disk_capacity(dir: &Path) -> u64 {
         Ok(s) => s.f_blocks.saturating_mul(s.f_frsize),
         Err(_) => 0,
     }
+}
+
+/// A random id for this process start (hex of 16 random bytes; the clock
+/// and pid if the system has no randomness to give).
+fn process_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (now ^ u128::from(std::process::id()) << 64).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

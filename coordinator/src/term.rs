@@ -584,7 +584,28 @@ impl Term {
         }
         let _w = self.write.lock().await;
         let id = req.broker_id;
-        let existing = self.state().brokers.get(&id).cloned();
+        let mut existing = self.state().brokers.get(&id).cloned();
+        // The same agent (incarnation), a new process, while its previous
+        // registration is still live: it restarted faster than the session
+        // timeout. Treat the old process as failed first (its leaderships
+        // move to other ISR members, which bumps their leader epochs, and it
+        // leaves the ISRs), as Kafka treats a bounced broker: a restarted
+        // leader must not resume at its old epoch with a log that may have
+        // lost its unflushed tail.
+        if let Some(old) = &existing
+            && !old.fenced
+            && old.incarnation_id == req.incarnation_id
+            && !old.process_id.is_empty()
+            && !req.process_id.is_empty()
+            && old.process_id != req.process_id
+        {
+            tracing::info!(
+                broker = id,
+                "broker restarted within its session: fencing the old process first"
+            );
+            self.fence_broker_locked(id).await?;
+            existing = self.state().brokers.get(&id).cloned();
+        }
         if let Some(old) = &existing
             && !old.fenced
             && old.incarnation_id != req.incarnation_id
@@ -616,6 +637,7 @@ impl Term {
             disk_capacity_bytes: req.disk_capacity_bytes,
             control_address: req.control_address.clone(),
             fenced: false,
+            process_id: req.process_id.clone(),
         };
         let key = self.keys.broker(id);
         let guard = match &existing {

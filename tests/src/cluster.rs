@@ -158,6 +158,8 @@ pub async fn register_and_heartbeat(
                     rack: rack.clone(),
                     disk_capacity_bytes: 0,
                     control_address: control.clone(),
+                    // One stand-in process for the whole run.
+                    process_id: incarnation.clone(),
                 };
                 match BrokerControlClient::new(channel(&address))
                     .register(req)

@@ -54,9 +54,6 @@ fn env_name(key: &str) -> String {
 fn file_flags(path: &Path, given: &[OsString]) -> Result<(Vec<OsString>, BTreeSet<String>)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--config: cannot read {}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .with_context(|| format!("--config {}: not valid TOML", path.display()))?;
     let on_command_line = |key: &str| {
         let flag = format!("--{key}");
         given.iter().any(|a| {
@@ -64,51 +61,9 @@ fn file_flags(path: &Path, given: &[OsString]) -> Result<(Vec<OsString>, BTreeSe
                 .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
         })
     };
-    let mut flags = Vec::new();
-    let mut keys = BTreeSet::new();
-    for (raw_key, value) in table {
-        let key = raw_key.replace('_', "-");
-        if key == "config" {
-            bail!(
-                "--config {}: a config file cannot name another",
-                path.display()
-            );
-        }
-        if on_command_line(&key) || std::env::var_os(env_name(&key)).is_some() {
-            continue;
-        }
-        let text = match &value {
-            toml::Value::String(s) => Some(s.clone()),
-            toml::Value::Integer(i) => Some(i.to_string()),
-            toml::Value::Float(f) => Some(f.to_string()),
-            toml::Value::Boolean(true) => None,
-            toml::Value::Boolean(false) => continue,
-            toml::Value::Array(items) => Some(
-                items
-                    .iter()
-                    .map(|v| match v {
-                        toml::Value::String(s) => Ok(s.clone()),
-                        toml::Value::Integer(i) => Ok(i.to_string()),
-                        other => Err(anyhow::anyhow!(
-                            "--config {}: {raw_key}: list items must be strings or numbers, got {other}",
-                            path.display()
-                        )),
-                    })
-                    .collect::<Result<Vec<_>>>()?
-                    .join(","),
-            ),
-            other => bail!(
-                "--config {}: {raw_key}: unsupported value {other}",
-                path.display()
-            ),
-        };
-        flags.push(OsString::from(format!("--{key}")));
-        if let Some(t) = text {
-            flags.push(OsString::from(t));
-        }
-        keys.insert(key);
-    }
-    Ok((flags, keys))
+    crate::inputs::config_flags(&text, &path.display().to_string(), |key| {
+        on_command_line(key) || std::env::var_os(env_name(key)).is_some()
+    })
 }
 
 /// Splits `--config <file>` / `--config=<file>` out of `args`.

@@ -20,6 +20,7 @@ mod data;
 mod format;
 mod group_format;
 mod groups;
+mod inputs;
 mod reassign;
 mod security;
 mod server;

@@ -610,60 +610,7 @@ pub(crate) fn verify_text(r: &DescribeReassignmentResponse) -> Result<String> {
     })
 }
 
-/// A plan as Kafka's reassignment JSON (one line).
-pub fn plan_json(partitions: &[PartitionReplicas]) -> String {
-    plan_value(partitions).to_string()
-}
-
-fn plan_value(partitions: &[PartitionReplicas]) -> Value {
-    json!({
-        "version": 1,
-        "partitions": partitions
-            .iter()
-            .map(|p| json!({"topic": p.topic, "partition": p.partition, "replicas": p.replicas}))
-            .collect::<Vec<_>>(),
-    })
-}
-
-/// Parses Kafka's reassignment JSON. `log_dirs` is accepted and ignored
-/// (Ballast agents have one data directory); anything else malformed is
-/// an error naming the entry and field.
-pub fn parse_plan(text: &str) -> Result<Vec<PartitionReplicas>> {
-    let v: Value = serde_json::from_str(text).context("not JSON")?;
-    match v.get("version").and_then(Value::as_i64) {
-        Some(1) => {}
-        Some(other) => bail!("\"version\": {other} is not supported (1 is)"),
-        None => bail!("\"version\": missing (Kafka's format has \"version\": 1)"),
-    }
-    let Some(list) = v.get("partitions").and_then(Value::as_array) else {
-        bail!("\"partitions\": missing or not a list");
-    };
-    let mut out = Vec::with_capacity(list.len());
-    for (i, entry) in list.iter().enumerate() {
-        let Some(topic) = entry.get("topic").and_then(Value::as_str) else {
-            bail!("partitions[{i}].topic: missing or not a string");
-        };
-        let partition = entry
-            .get("partition")
-            .and_then(Value::as_i64)
-            .and_then(|p| i32::try_from(p).ok())
-            .with_context(|| format!("partitions[{i}].partition: missing or not a partition id"))?;
-        let Some(replicas) = entry.get("replicas").and_then(Value::as_array) else {
-            bail!("partitions[{i}].replicas: missing or not a list");
-        };
-        let replicas = replicas
-            .iter()
-            .map(|r| r.as_i64().and_then(|r| i32::try_from(r).ok()))
-            .collect::<Option<Vec<i32>>>()
-            .with_context(|| format!("partitions[{i}].replicas: not a list of broker ids"))?;
-        out.push(PartitionReplicas {
-            topic: topic.to_owned(),
-            partition,
-            replicas,
-        });
-    }
-    Ok(out)
-}
+pub use crate::inputs::{parse_plan, plan_json, plan_value};
 
 #[cfg(test)]
 mod tests {

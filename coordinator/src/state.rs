@@ -348,7 +348,6 @@ impl ClusterState {
         topic: &str,
         total: i32,
         assignments: &[Vec<i32>],
-        rng: &mut JavaRandom,
     ) -> Result<(TopicEntry, WritePlan), AdminError> {
         let entry = self
             .topics
@@ -373,11 +372,20 @@ impl ClusterState {
         let added = total - current;
         let rf = entry.record.replication_factor;
         let new_replicas: Vec<Vec<i32>> = if assignments.is_empty() {
+            // Kafka's AdminZkClient.createPartitions: a fixed start index
+            // (which also fixes the follower shift) at the first broker, by
+            // id, not below partition 0's preferred leader; partition ids
+            // continue from the current count.
+            let brokers = self.live_brokers();
+            let first = entry.partitions.first().and_then(|p| p.replicas.first());
+            let start = first
+                .and_then(|f| brokers.iter().position(|b| b.id >= *f))
+                .unwrap_or(0);
             let placed = ballast_assignor::assign_replicas_to_brokers(PlacementRequest {
-                brokers: &self.live_brokers(),
+                brokers: &brokers,
                 partitions: added,
                 replication_factor: rf,
-                start_index: StartIndex::Random(rng),
+                start_index: StartIndex::Fixed(u32::try_from(start).unwrap_or(0)),
                 start_partition_id: current,
             })?;
             placed.iter().map(|(_, r)| r.to_vec()).collect()
@@ -681,6 +689,34 @@ mod tests {
     }
 
     #[test]
+    fn the_offsets_topic_cannot_grow_or_be_deleted() {
+        let keys = Keys::new("t");
+        let mut s = state(3);
+        let mut rng = JavaRandom::new(7);
+        let req = CreateTopic {
+            internal: true,
+            ..create(OFFSETS_TOPIC, 50, 3)
+        };
+        let (e, _) = s
+            .plan_create_topic(&keys, &req, "offsets".into(), &mut rng)
+            .unwrap()
+            .unwrap();
+        s.topics.insert(OFFSETS_TOPIC.into(), Arc::new(e));
+        match s.plan_add_partitions(&keys, OFFSETS_TOPIC, 60, &[]) {
+            Err(AdminError::InvalidPartitions(m)) => {
+                assert!(m.contains("fixed") && m.contains(OFFSETS_TOPIC), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(s.plan_delete_topic(&keys, OFFSETS_TOPIC).is_err());
+        // A client cannot create it either.
+        assert!(
+            s.plan_create_topic(&keys, &create(OFFSETS_TOPIC, 50, 3), "x".into(), &mut rng)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn add_partitions_continues_placement() {
         let keys = Keys::new("t");
         let s0 = state(4);
@@ -691,11 +727,28 @@ mod tests {
             .unwrap();
         let mut s = s0.clone();
         s.topics.insert("t".into(), Arc::new(e));
-        let (grown, p2) = s
-            .plan_add_partitions(&keys, "t", 1003, &[], &mut rng)
-            .unwrap();
+        let (grown, p2) = s.plan_add_partitions(&keys, "t", 1003, &[]).unwrap();
         assert_eq!(grown.partitions.len(), 1003);
         assert_eq!(grown.record.chunks, 2);
+        // Exactly Kafka's: fixed start at partition 0's preferred leader
+        // (brokers by id), partition ids continuing at 999.
+        let brokers = s.live_brokers();
+        let lead = s.topics["t"].partitions[0].replicas[0];
+        let start = brokers.iter().position(|b| b.id >= lead).unwrap() as u32;
+        let want = ballast_assignor::assign_replicas_to_brokers(PlacementRequest {
+            brokers: &brokers,
+            partitions: 4,
+            replication_factor: 2,
+            start_index: StartIndex::Fixed(start),
+            start_partition_id: 999,
+        })
+        .unwrap();
+        let got: Vec<Vec<i32>> = grown.partitions[999..]
+            .iter()
+            .map(|p| p.replicas.clone())
+            .collect();
+        let want: Vec<Vec<i32>> = want.iter().map(|(_, r)| r.to_vec()).collect();
+        assert_eq!(got, want);
         assert!(
             grown.partitions[999..]
                 .iter()
@@ -704,20 +757,14 @@ mod tests {
         let mut expect = s.clone();
         expect.topics.insert("t".into(), Arc::new(grown));
         assert_eq!(round_trip(&keys, &[&p1, &p2], &s0), expect);
+        assert!(s.plan_add_partitions(&keys, "t", 999, &[]).is_err());
+        assert!(s.plan_add_partitions(&keys, "nope", 2000, &[]).is_err());
         assert!(
-            s.plan_add_partitions(&keys, "t", 999, &[], &mut rng)
+            s.plan_add_partitions(&keys, "t", 1000, &[vec![1, 2, 3]])
                 .is_err()
         );
         assert!(
-            s.plan_add_partitions(&keys, "nope", 2000, &[], &mut rng)
-                .is_err()
-        );
-        assert!(
-            s.plan_add_partitions(&keys, "t", 1000, &[vec![1, 2, 3]], &mut rng)
-                .is_err()
-        );
-        assert!(
-            s.plan_add_partitions(&keys, "t", 1000, &[vec![1, 2]], &mut rng)
+            s.plan_add_partitions(&keys, "t", 1000, &[vec![1, 2]])
                 .is_ok()
         );
     }

@@ -462,9 +462,7 @@ impl Term {
         let (next, plan, before) = {
             let state = self.state();
             let before = state.topics.get(name).map_or(0, |t| t.partitions.len());
-            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            let (next, plan) =
-                state.plan_add_partitions(&self.keys, name, total, assignments, &mut rng)?;
+            let (next, plan) = state.plan_add_partitions(&self.keys, name, total, assignments)?;
             (next, plan, before)
         };
         if validate_only {

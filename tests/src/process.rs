@@ -197,6 +197,23 @@ impl BallastProcess {
         }
     }
 
+    /// SIGINT (Ctrl-C) and wait up to `timeout` for the process to exit;
+    /// its exit status, or `None` if it did not exit (it is then killed).
+    pub fn interrupt(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        signal(c.id(), "INT");
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// SIGSTOP (a stand-in for a long GC pause).
     pub fn pause(&self) {
         if let Some(pid) = self.pid() {

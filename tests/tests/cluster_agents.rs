@@ -263,7 +263,13 @@ async fn ballast_dev_keeps_topics_across_restart() {
     .into_inner()
     .topic
     .unwrap();
-    dev.stop();
+    // Ctrl-C stops everything cleanly (exit status 0) and in time.
+    let status = dev.interrupt(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "ballast dev on Ctrl-C: {status:?}\n{}",
+        dev.log()
+    );
     dev.restart(Duration::from_secs(60)).unwrap();
     let after = topic(&addrs, "kept").await;
     assert_eq!(after.topic_id, created.topic_id);

@@ -58,7 +58,7 @@ async fn describe(addresses: &[String]) -> Vec<pb::TopicDescription> {
 async fn kill9_of_active_coordinator_fails_over_and_creation_completes_once() {
     let etcd = EtcdServer::start().unwrap();
     let mut c1 = start_coordinator(&etcd.endpoints(), "ha1");
-    let c2 = start_coordinator(&etcd.endpoints(), "ha1");
+    let mut c2 = start_coordinator(&etcd.endpoints(), "ha1");
     let addrs = vec![c1.address().to_owned(), c2.address().to_owned()];
     let (active, epoch1) = eventually("an active coordinator", WAIT, || find_active(&addrs)).await;
     let _brokers: Vec<BrokerStandIn> = (1..=3)
@@ -95,7 +95,7 @@ async fn kill9_of_active_coordinator_fails_over_and_creation_completes_once() {
     if active == addrs[0] {
         c1.kill();
     } else {
-        drop(c2);
+        c2.kill();
     }
     let _ = in_flight.await;
 
@@ -135,6 +135,17 @@ async fn kill9_of_active_coordinator_fails_over_and_creation_completes_once() {
         assert_eq!(r, vec![1, 2, 3]);
         assert_eq!(p.leader, p.replicas[0]);
     }
+    // The new active coordinator gave every broker a full session from its
+    // takeover (their heartbeats went to a dead coordinator meanwhile): it
+    // fenced none of them, and all are still live a session later.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let survivor = if active == addrs[0] { &c2 } else { &c1 };
+    assert!(
+        !survivor.log().contains("broker fenced"),
+        "{}",
+        survivor.log()
+    );
+    wait_live_brokers(&addrs, 3, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -357,3 +357,306 @@ async fn revokes_before_releasing_and_gives_up_lost_partitions_before_rejoining(
     );
     assert_eq!(log.last().map(String::as_str), Some("left"), "{log:?}");
 }
+
+/// `GroupConsumer::commit_async` against a second double whose commits are
+/// slow: each CommitOffsets is answered only after `COMMIT_DELAY`, the
+/// first acknowledged, the second refused for its partition. The member
+/// owns `t-0` (position 7 from ListOffsets, nothing committed).
+///
+/// What is checked, in one log shared by the double and the listener:
+/// `commit_async` returns before the coordinator answered; the first
+/// acknowledgement reaches `on_committed` from a later `poll`; after the
+/// second `commit_async`, `close` (no poll in between) waits for the slow
+/// answer, reports the refusal to `on_commit_failed`, and only then leaves
+/// the group. `close` itself returns `Ok`: an async commit's outcome goes
+/// to the listener, as `commit_async` documents.
+mod async_commits {
+    use super::*;
+    use ballast_client::GroupError;
+
+    const COMMIT_DELAY: Duration = Duration::from_millis(400);
+
+    #[derive(Debug, Clone)]
+    struct SlowCommits {
+        address: String,
+        log: Log,
+        commits: Arc<Mutex<u32>>,
+    }
+
+    #[tonic::async_trait]
+    impl Data for SlowCommits {
+        async fn produce(&self, _: Request<ProduceRequest>) -> Answer<ProduceResponse> {
+            Err(Status::unimplemented("not in this double"))
+        }
+
+        async fn fetch(&self, r: Request<FetchRequest>) -> Answer<FetchResponse> {
+            // Nothing to read (after the long poll): the position stays
+            // where ListOffsets put it.
+            let r = r.into_inner();
+            tokio::time::sleep(Duration::from_millis(u64::from(r.max_wait_ms))).await;
+            Ok(Response::new(FetchResponse {
+                results: r
+                    .partitions
+                    .iter()
+                    .map(|p| FetchPartitionResult {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        ..FetchPartitionResult::default()
+                    })
+                    .collect(),
+            }))
+        }
+
+        async fn list_offsets(
+            &self,
+            r: Request<ListOffsetsRequest>,
+        ) -> Answer<ListOffsetsResponse> {
+            Ok(Response::new(ListOffsetsResponse {
+                results: r
+                    .into_inner()
+                    .partitions
+                    .iter()
+                    .map(|p| ListOffsetsResult {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        offset: 7,
+                        ..ListOffsetsResult::default()
+                    })
+                    .collect(),
+            }))
+        }
+
+        async fn metadata(&self, _: Request<MetadataRequest>) -> Answer<MetadataResponse> {
+            Ok(Response::new(MetadataResponse {
+                brokers: vec![MetadataBroker {
+                    broker_id: 1,
+                    address: self.address.clone(),
+                    rack: String::new(),
+                }],
+                topics: vec![TopicMetadata {
+                    name: "t".into(),
+                    partitions: vec![PartitionMetadata {
+                        partition: 0,
+                        leader: 1,
+                        leader_epoch: 0,
+                        replicas: vec![1],
+                        isr: vec![1],
+                    }],
+                    error: 0,
+                }],
+                offsets_partitions: 1,
+            }))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Group for SlowCommits {
+        async fn find_coordinator(
+            &self,
+            _: Request<FindCoordinatorRequest>,
+        ) -> Answer<FindCoordinatorResponse> {
+            Ok(Response::new(FindCoordinatorResponse {
+                coordinator: Some(LeaderHint {
+                    leader_id: 1,
+                    leader_epoch: 0,
+                    address: self.address.clone(),
+                }),
+                ..FindCoordinatorResponse::default()
+            }))
+        }
+
+        async fn heartbeat(
+            &self,
+            r: Request<GroupHeartbeatRequest>,
+        ) -> Answer<GroupHeartbeatResponse> {
+            let r = r.into_inner();
+            if r.member_epoch == -1 {
+                self.log.lock().unwrap().push("left".into());
+                return Ok(Response::new(GroupHeartbeatResponse {
+                    member_id: r.member_id,
+                    member_epoch: -1,
+                    ..GroupHeartbeatResponse::default()
+                }));
+            }
+            Ok(Response::new(GroupHeartbeatResponse {
+                member_id: r.member_id,
+                member_epoch: 1,
+                heartbeat_interval_ms: 50,
+                assignment: assignment(&[0]),
+                ..GroupHeartbeatResponse::default()
+            }))
+        }
+
+        async fn commit_offsets(
+            &self,
+            r: Request<CommitOffsetsRequest>,
+        ) -> Answer<CommitOffsetsResponse> {
+            let r = r.into_inner();
+            let n = {
+                let mut c = self.commits.lock().unwrap();
+                *c += 1;
+                *c
+            };
+            let parts: Vec<String> = r
+                .partitions
+                .iter()
+                .map(|p| format!("{}-{}@{}", p.topic, p.partition, p.offset))
+                .collect();
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("commit {n} received [{}]", parts.join(",")));
+            tokio::time::sleep(COMMIT_DELAY).await;
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("commit {n} answered"));
+            let refuse = n >= 2;
+            Ok(Response::new(CommitOffsetsResponse {
+                results: r
+                    .partitions
+                    .iter()
+                    .map(|p| CommitPartitionResult {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        error: if refuse {
+                            ErrorCode::InvalidCommitOffset as i32
+                        } else {
+                            ErrorCode::None as i32
+                        },
+                        error_message: if refuse {
+                            "refused by the double".into()
+                        } else {
+                            String::new()
+                        },
+                    })
+                    .collect(),
+                ..CommitOffsetsResponse::default()
+            }))
+        }
+
+        async fn fetch_offsets(
+            &self,
+            _: Request<FetchOffsetsRequest>,
+        ) -> Answer<FetchOffsetsResponse> {
+            Ok(Response::new(FetchOffsetsResponse::default()))
+        }
+
+        async fn list_groups(&self, _: Request<ListGroupsRequest>) -> Answer<ListGroupsResponse> {
+            Ok(Response::new(ListGroupsResponse::default()))
+        }
+
+        async fn describe_group(
+            &self,
+            _: Request<DescribeGroupRequest>,
+        ) -> Answer<DescribeGroupResponse> {
+            Err(Status::unimplemented("not in this double"))
+        }
+
+        async fn delete_group(
+            &self,
+            _: Request<DeleteGroupRequest>,
+        ) -> Answer<DeleteGroupResponse> {
+            Err(Status::unimplemented("not in this double"))
+        }
+    }
+
+    /// Writes commit outcomes into the shared log.
+    struct Outcomes(Log);
+
+    impl RebalanceListener for Outcomes {
+        fn on_committed(&mut self, e: &CommitEvent) {
+            let parts: Vec<String> = e
+                .offsets
+                .iter()
+                .map(|(tp, o)| format!("{tp}@{o}"))
+                .collect();
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("committed [{}]", parts.join(",")));
+        }
+        fn on_commit_failed(&mut self, e: &GroupError) {
+            self.0.lock().unwrap().push(format!("commit failed: {e}"));
+        }
+    }
+
+    fn answered(log: &Log, n: u32) -> bool {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| *l == format!("commit {n} answered"))
+    }
+
+    #[tokio::test]
+    async fn async_commits_are_reported_by_poll_and_awaited_by_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let log: Log = Arc::default();
+        let double = SlowCommits {
+            address: address.clone(),
+            log: log.clone(),
+            commits: Arc::default(),
+        };
+        tokio::spawn(
+            Server::builder()
+                .add_service(DataServer::new(double.clone()))
+                .add_service(GroupServer::new(double))
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        let config = ConsumerConfig {
+            max_wait: Duration::from_millis(20),
+            retry_backoff: Duration::from_millis(10),
+            ..ConsumerConfig::default()
+        };
+        let mut group = GroupConfig::new("g");
+        group.auto_commit = false;
+        let mut consumer = GroupConsumer::connect(vec![address], config, group).unwrap();
+        consumer.set_listener(Box::new(Outcomes(log.clone())));
+        consumer.subscribe(&["t".into()]).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while consumer.consumer().position("t", 0) != Some(7) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never owned t-0 at 7:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+            consumer.poll(Duration::from_millis(50)).await.unwrap();
+        }
+
+        // Returns before the (slow) answer; a later poll reports it.
+        consumer.commit_async().unwrap();
+        assert!(!answered(&log, 1), "{:?}", log.lock().unwrap());
+        while !log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("committed"))
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the first async commit was never reported:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+            consumer.poll(Duration::from_millis(50)).await.unwrap();
+        }
+
+        // Outstanding at close: awaited, reported as failed, then leave.
+        consumer.commit_async().unwrap();
+        assert!(!answered(&log, 2), "{:?}", log.lock().unwrap());
+        consumer.close().await.unwrap();
+        let log = log.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            [
+                "commit 1 received [t-0@7]",
+                "commit 1 answered",
+                "committed [t-0@7]",
+                "commit 2 received [t-0@7]",
+                "commit 2 answered",
+                "commit failed: commit of t-0 for group \"g\": INVALID_COMMIT_OFFSET: refused by the double",
+                "left",
+            ],
+        );
+    }
+}

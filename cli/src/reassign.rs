@@ -667,6 +667,101 @@ mod tests {
         );
     }
 
+    fn moving(
+        topic: &str,
+        partition: i32,
+        state: PartitionMoveState,
+        detail: &str,
+    ) -> ballast_client::admin::PartitionMoveProgress {
+        ballast_client::admin::PartitionMoveProgress {
+            topic: topic.into(),
+            partition,
+            state: state as i32,
+            detail: detail.into(),
+            ..Default::default()
+        }
+    }
+
+    fn described(
+        state: &str,
+        partitions: Vec<ballast_client::admin::PartitionMoveProgress>,
+    ) -> DescribeReassignmentResponse {
+        DescribeReassignmentResponse {
+            exists: true,
+            id: "r-7".into(),
+            state: state.into(),
+            partitions,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verify_says_in_progress_with_the_partitions_finished() {
+        use PartitionMoveState::{Complete, Moving, Pending, Reverting};
+        let r = described(
+            "running",
+            vec![
+                moving("t", 0, Complete, ""),
+                moving("t", 1, Moving, ""),
+                moving("t", 2, Pending, ""),
+            ],
+        );
+        assert_eq!(
+            verify_text(&r).unwrap(),
+            "Reassignment r-7 is in progress (running): 1 of 3 partitions finished.\n"
+        );
+        // A cancel still reverting is in progress too, not cancelled.
+        let r = described(
+            "cancelling",
+            vec![moving("t", 0, Complete, ""), moving("t", 1, Reverting, "")],
+        );
+        assert_eq!(
+            verify_text(&r).unwrap(),
+            "Reassignment r-7 is in progress (cancelling): 1 of 2 partitions finished.\n"
+        );
+        let r = described("completed", vec![moving("t", 0, Complete, "")]);
+        assert!(
+            verify_text(&r)
+                .unwrap()
+                .contains("is complete: 1 partitions")
+        );
+        let none = DescribeReassignmentResponse::default();
+        assert_eq!(
+            verify_text(&none).unwrap(),
+            "No reassignment has been started.\n"
+        );
+    }
+
+    #[test]
+    fn verify_fails_listing_every_failed_partition() {
+        use PartitionMoveState::{Complete, Failed, Moving};
+        let r = described(
+            "running",
+            vec![
+                moving("gone", 0, Failed, "topic deleted"),
+                moving("t", 1, Moving, ""),
+                moving(
+                    "t",
+                    4,
+                    Failed,
+                    "replicas 5,6 are neither the original nor the target",
+                ),
+            ],
+        );
+        let err = format!("{:#}", verify_text(&r).unwrap_err());
+        assert_eq!(
+            err,
+            "reassignment r-7 failed for 2 partition(s):\n  gone-0: topic deleted\n  \
+             t-4: replicas 5,6 are neither the original nor the target"
+        );
+        // A failed partition fails the verdict even once the rest ended.
+        let r = described(
+            "completed",
+            vec![moving("t", 0, Complete, ""), moving("t", 1, Failed, "x")],
+        );
+        assert!(verify_text(&r).is_err());
+    }
+
     #[test]
     fn malformed_plans_name_the_field() {
         let err = |t: &str| format!("{:#}", parse_plan(t).unwrap_err());

@@ -341,3 +341,100 @@ impl Term {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::PartitionState;
+    use crate::state::TopicEntry;
+    use crate::topic::TopicConfig;
+    use ballast_proto::v1::metadata::{BrokerRecord, TopicRecord};
+
+    /// A cluster of `live` and `fenced` brokers and one topic with these
+    /// replica lists.
+    fn cluster(live: &[i32], fenced: &[i32], partitions: &[&[i32]]) -> ClusterState {
+        let mut s = ClusterState::default();
+        for (id, f) in live
+            .iter()
+            .map(|b| (*b, false))
+            .chain(fenced.iter().map(|b| (*b, true)))
+        {
+            s.brokers.insert(
+                id,
+                BrokerRecord {
+                    broker_id: id,
+                    fenced: f,
+                    ..Default::default()
+                },
+            );
+        }
+        s.topics.insert(
+            "t".into(),
+            Arc::new(TopicEntry {
+                record: TopicRecord::default(),
+                config: TopicConfig::default(),
+                partitions: partitions
+                    .iter()
+                    .map(|r| PartitionState::new(r.to_vec()))
+                    .collect(),
+            }),
+        );
+        s
+    }
+
+    #[test]
+    fn imbalance_needs_a_spread_strictly_past_the_threshold() {
+        // Counts 3 and 1: mean 2, spread 2 = 100 % of the mean.
+        let s = cluster(&[1, 2], &[], &[&[1, 2], &[1], &[1]]);
+        assert_eq!(
+            imbalanced(&s, 99).as_deref(),
+            Some("replica counts range from 1 to 3 per broker (mean 2.0)")
+        );
+        // Exactly at the threshold is not past it.
+        assert_eq!(imbalanced(&s, 100), None);
+        assert_eq!(imbalanced(&s, 101), None);
+        assert!(imbalanced(&s, 0).is_some());
+    }
+
+    #[test]
+    fn imbalance_needs_a_spread_of_at_least_two_replicas() {
+        // Counts 2 and 1: spread 1, 66 % of the mean 1.5, but one replica
+        // more or less is as even as an odd total allows.
+        let s = cluster(&[1, 2], &[], &[&[1, 2], &[1]]);
+        assert_eq!(imbalanced(&s, 0), None);
+        // Counts 102 and 100: spread 2 is 2 % of the mean 101.
+        let mut many: Vec<Vec<i32>> = (0..100).map(|_| vec![1, 2]).collect();
+        many.push(vec![1]);
+        many.push(vec![1]);
+        let refs: Vec<&[i32]> = many.iter().map(Vec::as_slice).collect();
+        let s = cluster(&[1, 2], &[], &refs);
+        assert!(imbalanced(&s, 1).is_some());
+        assert_eq!(imbalanced(&s, 2), None);
+        assert_eq!(imbalanced(&s, 10), None);
+    }
+
+    #[test]
+    fn a_live_broker_without_replicas_counts_and_fenced_ones_do_not() {
+        // Live broker 3 holds nothing: counts 2, 2, 0.
+        let s = cluster(&[1, 2, 3], &[], &[&[1, 2], &[2, 1]]);
+        assert_eq!(
+            imbalanced(&s, 10).as_deref(),
+            Some("replica counts range from 0 to 2 per broker (mean 1.3)")
+        );
+        // The same broker fenced is out of the picture: 2 and 2 are even.
+        let s = cluster(&[1, 2], &[3], &[&[1, 2], &[2, 1]]);
+        assert_eq!(imbalanced(&s, 10), None);
+        // Replicas on a fenced broker count for nobody: live 1 and 2 hold
+        // 2 each whatever fenced broker 3 holds.
+        let s = cluster(&[1, 2], &[3], &[&[1, 3], &[2, 3], &[3, 1], &[3, 2]]);
+        assert_eq!(imbalanced(&s, 0), None);
+    }
+
+    #[test]
+    fn fewer_than_two_live_brokers_are_never_imbalanced() {
+        let s = cluster(&[1], &[2], &[&[1, 2], &[1], &[1], &[1]]);
+        assert_eq!(imbalanced(&s, 0), None);
+        let s = cluster(&[], &[1, 2], &[&[1, 2]]);
+        assert_eq!(imbalanced(&s, 0), None);
+    }
+}

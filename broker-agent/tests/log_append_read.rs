@@ -416,3 +416,46 @@ fn offset_for_timestamp_finds_the_first_batch_at_or_after() {
         );
     }
 }
+
+#[test]
+fn offset_for_timestamp_answers_with_the_first_record_not_the_batch() {
+    // Kafka's LogSegment.findOffsetByTimestamp: inside the first batch whose
+    // max timestamp reaches the target, the first record stamped at or after
+    // it, with that record's own timestamp.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), small(1 << 20)).unwrap();
+    log.append_as_leader(
+        &batch(&[
+            (100, None, Some(b"a")),
+            (300, None, Some(b"b")),
+            (200, None, Some(b"c")),
+            (400, None, Some(b"d")),
+        ]),
+        0,
+        0,
+    )
+    .unwrap();
+    log.append_as_leader(
+        &batch(&[(150, None, Some(b"e")), (500, None, Some(b"f"))]),
+        0,
+        0,
+    )
+    .unwrap();
+    let cases = [
+        (50, Some((0, 100))),
+        (100, Some((0, 100))),
+        (150, Some((1, 300))),
+        (250, Some((1, 300))),
+        (301, Some((3, 400))),
+        (400, Some((3, 400))),
+        (401, Some((5, 500))),
+        (501, None),
+    ];
+    for (ts, want) in cases {
+        assert_eq!(
+            log.offset_for_timestamp(ts).unwrap(),
+            want,
+            "timestamp {ts}"
+        );
+    }
+}

@@ -822,18 +822,19 @@ impl PartitionLog {
         Ok(result)
     }
 
-    /// The first batch whose max timestamp is >= `timestamp` (Kafka's
-    /// ListOffsets by time): (its base offset, not below the log start;
-    /// its max timestamp). Segments are searched oldest first, each from
-    /// its time index's hint on. Resolution is the batch: the offset is the
-    /// batch's first, which may hold earlier-stamped records.
+    /// The first record at or after the log start whose timestamp is >=
+    /// `timestamp` (Kafka's ListOffsets by time): (its offset, its
+    /// timestamp). Segments are searched oldest first, each from its time
+    /// index's hint on; within a batch, record by record, as Kafka does
+    /// (so a batch holding earlier-stamped records first answers with the
+    /// first record that qualifies, not the batch's base offset).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> LogResult<Option<(i64, i64)>> {
         for seg in self.segments.values() {
             if seg.max_timestamp() < timestamp || seg.next_offset() <= self.log_start_offset {
                 continue;
             }
-            if let Some((offset, ts)) = seg.find_timestamp(timestamp)? {
-                return Ok(Some((offset.max(self.log_start_offset), ts)));
+            if let Some(found) = seg.find_timestamp(timestamp, self.log_start_offset)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)

@@ -19,7 +19,7 @@ use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ballast_record::{BATCH_HEADER_LEN, BatchHeader, RecordError};
+use ballast_record::{BATCH_HEADER_LEN, Batch, BatchHeader, RecordError};
 
 use super::error::{LogError, LogResult};
 use super::index::{OffsetIndex, PositionedReader, TimeIndex};
@@ -517,9 +517,15 @@ impl Segment {
         }))
     }
 
-    /// The first batch, from the time index's hint on, whose max timestamp
-    /// is >= `timestamp`: its (base offset, max timestamp).
-    pub fn find_timestamp(&self, timestamp: i64) -> LogResult<Option<(i64, i64)>> {
+    /// Kafka's `findOffsetByTimestamp`: the first record, from the time
+    /// index's hint on, whose timestamp is >= `timestamp` and whose offset
+    /// is >= `start_offset`: its (offset, timestamp). Only batches whose max
+    /// timestamp reaches `timestamp` are decoded.
+    pub fn find_timestamp(
+        &self,
+        timestamp: i64,
+        start_offset: i64,
+    ) -> LogResult<Option<(i64, i64)>> {
         let mut pos = match self.indexes.time.lookup_below(timestamp)? {
             Some(e) => match self.locate(e.offset)? {
                 Some((p, _)) => p,
@@ -527,10 +533,21 @@ impl Segment {
             },
             None => 0,
         };
+        let mut bytes = Vec::new();
         while pos < self.size {
             let h = self.header_at(pos)?.map_err(|e| self.corrupt(pos, e))?;
-            if h.max_timestamp >= timestamp {
-                return Ok(Some((h.base_offset, h.max_timestamp)));
+            if h.max_timestamp >= timestamp && h.last_offset() >= start_offset {
+                bytes.resize(h.total_len(), 0);
+                self.log
+                    .read_exact_at(&mut bytes, pos)
+                    .map_err(|e| LogError::io("read segment", &self.log_path, e))?;
+                let batch = Batch::parse(&bytes).map_err(|e| self.corrupt(pos, e))?;
+                for r in batch.records() {
+                    let r = r.map_err(|e| self.corrupt(pos, e))?;
+                    if r.timestamp >= timestamp && r.offset >= start_offset {
+                        return Ok(Some((r.offset, r.timestamp)));
+                    }
+                }
             }
             pos += h.total_len() as u64;
         }

@@ -1,9 +1,13 @@
 //! What the fuzz targets exercise, as plain functions (so a regression test
-//! or a debugger can call them on a saved input).
+//! or a debugger can call them on a saved input). Each one takes bytes
+//! from outside and may only end in a value or a named error: a panic, an
+//! abort or a broken invariant below is a finding.
 
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use ballast_broker_agent::log::{LogConfig, LogError, PartitionLog};
+use ballast_record::{BatchHeader, split_batches, validate_for_append};
 
 /// The command line's pure input parsers, compiled as they are.
 #[path = "../../cli/src/inputs.rs"]
@@ -23,67 +27,142 @@ fn shared_log() -> &'static Mutex<(tempfile::TempDir, PartitionLog)> {
     })
 }
 
-/// Untrusted produce bytes appended as the leader: a named error leaves the
-/// log as it was; an append is read back whole and verified.
+/// The agent's produce gate, `validate_batches` in
+/// `broker-agent/src/data.rs` (private, so restated here over the same
+/// public functions; keep the two in step): true when the agent hands the
+/// bytes to the log.
+pub fn agent_accepts(bytes: &[u8], max_message_bytes: usize) -> bool {
+    if bytes.is_empty() {
+        return false;
+    }
+    for batch in split_batches(bytes) {
+        let Ok((h, b)) = batch else {
+            return false;
+        };
+        if h.total_len() > max_message_bytes || validate_for_append(b).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Every batch in `records` verifies (CRC) and they tile it exactly.
+fn assert_all_verify(records: &[u8], what: &str) {
+    let mut pos = 0;
+    while pos < records.len() {
+        let (h, _) = BatchHeader::verify(&records[pos..])
+            .unwrap_or_else(|e| panic!("{what}: a batch at byte {pos} fails to verify: {e}"));
+        pos += h.total_len();
+    }
+}
+
+/// Untrusted produce bytes through the agent's gate and then appended as
+/// the leader: a named error leaves the log as it was; an append is read
+/// back whole and verified; the gate and the log agree on what is
+/// malformed (the log never appends what the gate refuses, and never
+/// calls corrupt what the gate let through).
 pub fn produce_request(data: &[u8]) {
     let mut guard = shared_log().lock().unwrap_or_else(|e| e.into_inner());
     let log = &mut guard.1;
+    let accepted = agent_accepts(data, LogConfig::default().max_message_bytes);
     let before = (log.log_end_offset(), log.size_bytes());
     match log.append_as_leader(data, 1, 0) {
         Ok(info) => {
+            assert!(accepted, "the log appended what the agent's gate refuses");
             if info.records > 0 {
                 let r = log
                     .read(info.first_offset, usize::MAX >> 1, None)
                     .expect("an appended batch reads back");
-                let mut pos = 0;
-                while pos < r.records.len() {
-                    let (h, _) = ballast_record::BatchHeader::verify(&r.records[pos..])
-                        .expect("what the log serves verifies");
-                    pos += h.total_len();
-                }
+                assert_all_verify(&r.records, "what the log serves");
             }
         }
         Err(LogError::Offline { .. }) => panic!("a refused append took the log offline"),
-        Err(_) => assert_eq!(
-            (log.log_end_offset(), log.size_bytes()),
-            before,
-            "a refused append changed the log"
-        ),
+        Err(e) => {
+            assert_eq!(
+                (log.log_end_offset(), log.size_bytes()),
+                before,
+                "a refused append changed the log ({e})"
+            );
+            if accepted {
+                assert!(
+                    !matches!(
+                        e,
+                        LogError::Corrupt { .. }
+                            | LogError::RecordTooLarge { .. }
+                            | LogError::InvalidRecord(_)
+                    ),
+                    "the agent's gate accepted what the log refuses as malformed: {e}"
+                );
+            }
+        }
     }
 }
 
-/// Untrusted bytes as a partition's only segment (and, from the input's
-/// tail, its offset index): the log opens, recovers, and serves only
-/// batches that verify.
-pub fn segment_recovery(data: &[u8]) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let split = data.len() * 3 / 4;
-    std::fs::write(dir.path().join("00000000000000000000.log"), &data[..split]).expect("write");
-    std::fs::write(dir.path().join("00000000000000000000.index"), &data[split..]).expect("write");
-    let Ok(log) = PartitionLog::open(dir.path(), LogConfig::default()) else {
-        return;
-    };
+/// Reads the whole log from its start: every batch served verifies.
+/// Returns (log start, log end).
+fn read_all(log: &PartitionLog) -> (i64, i64) {
     let mut at = log.log_start_offset();
     while at < log.log_end_offset() {
+        // A read may refuse a batch that fails its CRC (CorruptOnDisk):
+        // a named error, and what follows is not served.
         let Ok(r) = log.read(at, 1 << 20, None) else {
+            break;
+        };
+        if r.records.is_empty() || r.next_offset <= at {
+            break;
+        }
+        assert_all_verify(&r.records, "what a recovered log serves");
+        at = r.next_offset;
+    }
+    (log.log_start_offset(), log.log_end_offset())
+}
+
+/// Untrusted bytes as a partition's only segment and its offset and time
+/// indexes. Layout: `[mode][index len][time index len][index][time index]
+/// [segment...]`; mode bit 0 opens and closes the log cleanly first (so
+/// checkpoints say "clean" and the next open trusts the indexes), bits 1
+/// and 2 leave the offset / time index out. The log opens (or fails with
+/// a named error), serves only batches that verify, and recovery is a
+/// fixpoint: opening it again, as after a crash, gives the same start and
+/// end offsets.
+pub fn segment_recovery(data: &[u8]) {
+    let [mode, index_len, time_len, rest @ ..] = data else {
+        return;
+    };
+    let (index, rest) = rest.split_at(usize::from(*index_len).min(rest.len()));
+    let (time_index, segment) = rest.split_at(usize::from(*time_len).min(rest.len()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = |suffix: &str| dir.path().join(format!("00000000000000000000{suffix}"));
+    std::fs::write(file(".log"), segment).expect("write");
+    if mode & 1 == 1 {
+        let Ok(log) = open(dir.path()) else {
             return;
         };
-        if r.records.is_empty() {
+        if log.close().is_err() {
             return;
         }
-        let mut pos = 0;
-        let mut next = at;
-        while pos < r.records.len() {
-            let (h, _) = ballast_record::BatchHeader::verify(&r.records[pos..])
-                .expect("what a recovered log serves verifies");
-            pos += h.total_len();
-            next = h.next_offset();
-        }
-        if next <= at {
-            return;
-        }
-        at = next;
     }
+    if mode & 2 == 0 {
+        std::fs::write(file(".index"), index).expect("write");
+    }
+    if mode & 4 == 0 {
+        std::fs::write(file(".timeindex"), time_index).expect("write");
+    }
+    let Ok(log) = open(dir.path()) else {
+        return;
+    };
+    let first = read_all(&log);
+    drop(log);
+    let log = open(dir.path()).expect("a log that opened once opens again");
+    assert_eq!(
+        read_all(&log),
+        first,
+        "a second recovery moved the log's start or end"
+    );
+}
+
+fn open(dir: &Path) -> Result<PartitionLog, LogError> {
+    PartitionLog::open(dir, LogConfig::default())
 }
 
 /// Untrusted text as a reassignment plan: a plan or a named error; a plan
@@ -98,12 +177,23 @@ pub fn reassignment_json(data: &[u8]) {
     }
 }
 
-/// Untrusted text as a server's TOML config file: flags or a named error.
+/// Untrusted text as a server's TOML config file: flags or a named error;
+/// every key kept is one `--flag` in the output, and a key the command
+/// line or environment set is left out.
 pub fn config_toml(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok((flags, keys)) = inputs::config_flags(text, "fuzz.toml", |k| k.len() % 7 == 3) {
+    let elsewhere = |k: &str| k.len() % 7 == 3;
+    if let Ok((flags, keys)) = inputs::config_flags(text, "fuzz.toml", elsewhere) {
+        let named: Vec<_> = flags
+            .iter()
+            .filter_map(|f| f.to_str()?.strip_prefix("--"))
+            .collect();
+        for key in &keys {
+            assert!(!elsewhere(key), "{key} was set elsewhere but kept");
+            assert!(named.contains(&key.as_str()), "{key} has no --flag");
+        }
         assert!(keys.len() <= flags.len());
     }
 }

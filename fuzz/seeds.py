@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seed inputs of the fuzz targets in fuzz/ (files
+named seed-*, a few hundred bytes each) into fuzz/corpus/<target>/.
+
+    python3 fuzz/seeds.py
+
+Only the standard library: RecordBatch v2 (uncompressed) and CRC-32C are
+built here, so a seed never depends on the code it is meant to test.
+The fuzzers' own finds sit beside these seeds (named by their SHA-1).
+"""
+
+import json
+import os
+import struct
+
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+
+
+def _crc32c_table():
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_TABLE = _crc32c_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def varint(n):
+    """Zigzag varint, as Kafka's records use."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        byte = z & 0x7F
+        z >>= 7
+        if z:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def record(offset_delta, ts_delta, key, value, headers=()):
+    body = bytearray(b"\x00")  # attributes
+    body += varint(ts_delta) + varint(offset_delta)
+    for field in (key, value):
+        body += varint(-1) if field is None else varint(len(field)) + field
+    body += varint(len(headers))
+    for k, v in headers:
+        body += varint(len(k)) + k + varint(len(v)) + v
+    return varint(len(body)) + bytes(body)
+
+
+def batch(base_offset, values, base_ts=1_700_000_000_000, epoch=0, keys=None):
+    keys = keys or [None] * len(values)
+    records = b"".join(
+        record(i, i, k, v, [(b"h", b"1")] if i == 0 else [])
+        for i, (k, v) in enumerate(zip(keys, values))
+    )
+    n = len(values)
+    # attributes .. records: what the CRC covers
+    tail = struct.pack(
+        ">hiqqqhii", 0, n - 1, base_ts, base_ts + n - 1, -1, -1, -1, n
+    ) + records
+    head = struct.pack(">ib", epoch, 2)  # partition leader epoch, magic
+    crc = struct.pack(">I", crc32c(tail))
+    length = len(head) + len(crc) + len(tail)
+    return struct.pack(">qi", base_offset, length) + head + crc + tail
+
+
+def write(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+def main():
+    one = batch(0, [b"hello"])
+    three = batch(0, [b"a", b"bb", b"ccc"], keys=[b"k1", b"k2", None])
+    # produce_request: what a producer sends (offsets are the leader's to set).
+    write("produce_request", "one-batch", one)
+    write("produce_request", "two-batches", one + three)
+    write("produce_request", "torn", three[:-3])
+
+    # segment_recovery: [mode][index len][time index len][index][time index][segment].
+    # mode bit 0: shut down cleanly before the hostile indexes go in;
+    # bits 1, 2: leave the offset / time index out.
+    segment = batch(0, [b"a"], epoch=1) + batch(1, [b"b", b"c"], epoch=1) + batch(3, [b"d"] * 4, epoch=2)
+    for mode in (0, 1, 7):
+        write("segment_recovery", f"mode{mode}", bytes([mode, 0, 0]) + segment)
+    write("segment_recovery", "torn-tail", bytes([0, 0, 0]) + segment[:-5])
+    entry = struct.pack(">II", 1, len(batch(0, [b"a"], epoch=1)))  # offset 1 at its position
+    tentry = struct.pack(">qI", 1_700_000_000_001, 1)
+    write("segment_recovery", "indexes", bytes([1, len(entry), len(tentry)]) + entry + tentry + segment)
+
+    # reassignment_json: Kafka's plan format.
+    plan = {
+        "version": 1,
+        "partitions": [
+            {"topic": "orders", "partition": 0, "replicas": [1, 2, 3], "log_dirs": ["any"] * 3},
+            {"topic": "orders", "partition": 1, "replicas": [2, 3, 4]},
+        ],
+    }
+    write("reassignment_json", "plan", json.dumps(plan, indent=2))
+    write("reassignment_json", "empty-plan", '{"version":1,"partitions":[]}')
+    write("reassignment_json", "bad-version", '{"version":2,"partitions":[]}')
+
+    # config_toml: a server's config file (docs/OPERATIONS.md).
+    write(
+        "config_toml",
+        "agent",
+        """# keys are the flag names (dashes or underscores)
+coordinator = "coord1:9410,coord2:9410"
+broker-id = 1
+rack = "rack-a"
+data_dir = "/var/lib/ballast"
+listen = "0.0.0.0:9411"
+replica-lag-time-max = "30s"
+tls = true
+verbose = false
+endpoints = ["http://etcd1:2379", "http://etcd2:2379"]
+ratio = 0.5
+""",
+    )
+    write("config_toml", "coordinator", 'etcd = ["http://127.0.0.1:2379"]\nlease-ttl = "10s"\n')
+
+
+if __name__ == "__main__":
+    main()

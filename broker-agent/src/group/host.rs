@@ -6,8 +6,8 @@
 //! [`Shard`] — requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS — then
 //! serves. Dropped (and answering NOT_COORDINATOR) when leadership moves.
 //!
-//! A request runs under the host's lock (inline when it writes nothing,
-//! on a blocking thread when it does): the pure
+//! A request runs under the host's lock (inline; its append, if any,
+//! inside `block_in_place` on the agent's multi-threaded runtime): the pure
 //! handler computes records and a response from the shard; the records
 //! are appended to the partition as one batch with acks=all; only then are
 //! they applied to the shard. The answer waits, without the lock, until
@@ -245,21 +245,31 @@ impl ShardHost {
         // Most requests (steady heartbeats, offset fetches) write nothing:
         // they are answered inline, the handler taking microseconds under
         // the lock (a hop to a blocking thread cost more than the work,
-        // docs/BENCHMARKS.md). A request whose records must be appended is
-        // run again, from scratch, on a blocking thread: no file I/O runs
-        // on the async runtime, and the handler, a pure function of the
-        // state, is simply recomputed there.
+        // docs/BENCHMARKS.md). A request whose records must be appended
+        // does file I/O: on the multi-threaded runtime (the agent's) the
+        // worker becomes a blocking thread for it (`block_in_place`: the
+        // other tasks move to the remaining workers) and the handler runs
+        // once; elsewhere (a current-thread runtime in tests) the request
+        // is run again, from scratch, on a blocking thread: the handler,
+        // a pure function of the state, is simply recomputed there.
         let mut after = Some(after);
-        let planned = match self.plan_and_append(&handler, &mut after, false)? {
-            Some(p) => p,
-            None => {
-                let host = Arc::clone(self);
-                tokio::task::spawn_blocking(move || {
-                    host.plan_and_append(&handler, &mut after, true)
-                })
-                .await
-                .map_err(|e| HostError::NotAvailable(format!("task failed: {e}")))??
+        let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+        let planned = if multi_thread {
+            self.plan_and_append(&handler, &mut after, true)?
                 .ok_or_else(|| HostError::NotAvailable("append refused".into()))?
+        } else {
+            match self.plan_and_append(&handler, &mut after, false)? {
+                Some(p) => p,
+                None => {
+                    let host = Arc::clone(self);
+                    tokio::task::spawn_blocking(move || {
+                        host.plan_and_append(&handler, &mut after, true)
+                    })
+                    .await
+                    .map_err(|e| HostError::NotAvailable(format!("task failed: {e}")))??
+                    .ok_or_else(|| HostError::NotAvailable("append refused".into()))?
+                }
             }
         };
         let (response, replicated, wait_for) = planned;
@@ -311,13 +321,14 @@ impl ShardHost {
         let mut replicated = None;
         for chunk in outcome.records.chunks(MAX_RECORDS_PER_BATCH) {
             let batch = encode(chunk, wall_ms)?;
-            let appended = match self.partition.append(&batch, true, wall_ms, now_ms) {
-                Ok(a) => a,
-                Err(ReplicaError::NotLeader { .. } | ReplicaError::UnknownTopicOrPartition) => {
-                    return Err(HostError::NotCoordinator);
-                }
-                Err(e) => return Err(HostError::NotAvailable(e.to_string())),
-            };
+            let appended =
+                match blocking_io(|| self.partition.append(&batch, true, wall_ms, now_ms)) {
+                    Ok(a) => a,
+                    Err(ReplicaError::NotLeader { .. } | ReplicaError::UnknownTopicOrPartition) => {
+                        return Err(HostError::NotCoordinator);
+                    }
+                    Err(e) => return Err(HostError::NotAvailable(e.to_string())),
+                };
             let bumps = chunk
                 .iter()
                 .filter(|r| match r {
@@ -424,4 +435,17 @@ fn encode(records: &[GroupRecord], wall_ms: i64) -> Result<Vec<u8>, HostError> {
             .map_err(|e| HostError::NotAvailable(format!("cannot encode records: {e}")))?;
     }
     Ok(b.build())
+}
+
+/// Runs file I/O from async code: on a worker of the multi-threaded
+/// runtime through `block_in_place` (its other tasks move to the remaining
+/// workers), anywhere else (a blocking thread, a current-thread runtime)
+/// directly.
+fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }

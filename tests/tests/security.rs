@@ -372,4 +372,51 @@ async fn only_cluster_certificates_join_and_only_the_token_administers() {
         ["alpha", "beta"],
         "{out}"
     );
+
+    // Secrets never show: not the token, not a private key, in any
+    // process's log (after refused and accepted admin calls alike) or in
+    // `config print` given the files that hold them.
+    let key_line = |path: &Path| -> String {
+        let pem = std::fs::read_to_string(path).unwrap();
+        let body: Vec<&str> = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        body[body.len() / 2].to_owned()
+    };
+    let secrets = [TOKEN.to_owned(), key_line(&coord_key), key_line(&op_key)];
+    let out = Command::new(ballast_bin())
+        .args(["config", "print", "--role", "coordinator", "--"])
+        .args(["--etcd", "https://127.0.0.1:2379", "--etcd-ca"])
+        .arg(pki.ca())
+        .arg("--etcd-cert")
+        .arg(&coord_cert)
+        .arg("--admin-token-file")
+        .arg(&token)
+        .arg("--tls-key")
+        .arg(&coord_key)
+        .arg("--tls-cert")
+        .arg(&coord_cert)
+        .arg("--etcd-key")
+        .arg(&coord_key)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("admin-token-file"), "{printed}");
+    for (name, text) in [
+        ("coordinator log", coordinator.log()),
+        ("agent 1 log", one.log()),
+        ("agent 2 log", two.log()),
+        ("agent 3 log", _three.log()),
+        ("config print", printed),
+    ] {
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{name} shows a secret ({secret:.8}...)"
+            );
+        }
+    }
 }

@@ -31,6 +31,7 @@ mod data;
 pub mod error;
 pub mod group;
 pub mod http;
+pub mod limits;
 pub mod log;
 pub mod meta;
 pub mod metadata;

@@ -201,12 +201,37 @@ pub fn run(args: AgentArgs, security: &crate::security::SecurityArgs) -> Result<
     config.validate()?;
     let replication = args.replication()?;
     init_logging(args.log_format)?;
+    report_open_files(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(config, replication, args.http_listen))?;
     Ok(String::new())
+}
+
+/// Raises the open-file limit (see `ballast_broker_agent::limits`) and
+/// logs it, with a warning when `agents` agents in this process can host
+/// fewer than 1,000 partitions each.
+pub fn report_open_files(agents: u64) {
+    let limit = ballast_broker_agent::limits::raise_open_files_limit();
+    let per_agent = limit.partitions_fitting().map(|n| n / agents.max(1));
+    match per_agent {
+        Some(n) if n < 1_000 => tracing::warn!(
+            before = ?limit.before,
+            now = ?limit.now,
+            hard = ?limit.hard,
+            partitions_per_agent = n,
+            "the open-file limit allows only about this many partitions per agent (3 files each); raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+        ),
+        _ => tracing::info!(
+            before = ?limit.before,
+            now = ?limit.now,
+            hard = ?limit.hard,
+            partitions_per_agent = ?per_agent,
+            "open-file limit"
+        ),
+    }
 }
 
 async fn serve(

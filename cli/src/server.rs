@@ -390,6 +390,7 @@ pub struct DevArgs {
 /// process, on loopback.
 pub fn dev(args: DevArgs) -> anyhow::Result<String> {
     init_logging();
+    crate::agent::report_open_files(u64::from(args.brokers));
     runtime()?.block_on(async move {
         let started = Instant::now();
         let data_dir = &args.data_dir;

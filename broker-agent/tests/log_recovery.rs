@@ -176,11 +176,13 @@ fn checkpoints_survive_reopen() {
     for name in [
         "high-watermark",
         "recovery-point",
-        "log-start-offset",
         "leader-epoch-checkpoint",
     ] {
         assert!(dir.path().join(name).exists(), "{name}");
     }
+    // The log start never moved from 0, which is what an absent file means:
+    // a new log does not write it.
+    assert!(!dir.path().join("log-start-offset").exists());
     let log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
     assert_eq!(log.high_watermark(), 14);
     assert_eq!(log.recovery_point(), 14);
@@ -291,4 +293,41 @@ fn truncation_is_durable_and_cuts_epochs() {
         log.read(41, 10, None),
         Err(LogError::OffsetOutOfRange { .. })
     ));
+}
+
+#[test]
+fn a_new_log_writes_no_checkpoints_until_they_change_and_reopens_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small(300);
+    let log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+    for name in ["high-watermark", "recovery-point", "log-start-offset"] {
+        assert!(
+            !dir.path().join(name).exists(),
+            "{name}: absent means its value"
+        );
+    }
+    let (start, end, hw) = (
+        log.log_start_offset(),
+        log.log_end_offset(),
+        log.high_watermark(),
+    );
+    drop(log);
+    // Reopened as after a crash right after creation: the same empty log.
+    let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.high_watermark()
+        ),
+        (start, end, hw)
+    );
+    assert_eq!((start, end, hw), (0, 0, 0));
+    // Data, then a crash before any checkpoint: recovered from segment 0.
+    log.append_as_leader(&simple(3, 1, "a"), 0, 0).unwrap();
+    log.flush().unwrap();
+    drop(log);
+    let log = PartitionLog::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(read_all(&log, None).len(), 1);
 }

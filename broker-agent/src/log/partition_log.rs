@@ -231,6 +231,14 @@ impl PartitionLog {
         let start_ckpt = read_offset_checkpoint(dir, LOG_START_OFFSET_FILE, &mut report)?;
         let hw_ckpt = read_offset_checkpoint(dir, HIGH_WATERMARK_FILE, &mut report)?;
         let recovery_point = recovery_ckpt.unwrap_or(0);
+        // A brand-new log: nothing on disk yet. Its empty first segment has
+        // nothing to sync, and absent checkpoints already mean what it
+        // would write (start 0, recovery point 0, high watermark 0), so
+        // opening it costs one directory fsync instead of eleven syncs.
+        let fresh = bases.is_empty()
+            && recovery_ckpt.is_none()
+            && start_ckpt.is_none()
+            && hw_ckpt.is_none();
         // Verify the segment holding the recovery point and every later one.
         let recover_from = bases
             .iter()
@@ -365,13 +373,19 @@ impl PartitionLog {
 
         // What was scanned is in the page cache, maybe not on disk: make it
         // durable before the recovery point moves past it.
-        for (base, seg) in &log.segments {
-            if *base >= recover_from || Some(*base) == last_base {
-                seg.sync()?;
+        if !fresh {
+            for (base, seg) in &log.segments {
+                if *base >= recover_from || Some(*base) == last_base {
+                    seg.sync()?;
+                }
             }
+            checkpoint::sync_dir(dir)?;
         }
-        checkpoint::sync_dir(dir)?;
         log.recovery_point = log.log_end_offset();
+        if fresh {
+            // On disk: no checkpoint files, which reads back as these.
+            log.persisted = (log.high_watermark, log.recovery_point, log.log_start_offset);
+        }
         log.write_checkpoints()?;
         log.rebuild_producers()?;
         info!(

@@ -425,11 +425,23 @@ fn transport_failure(status: &tonic::Status) -> bool {
     )
 }
 
+/// How long an agent may take to apply a push of `partitions` partition
+/// states: 10 s, plus 10 ms for each (an agent creating a partition
+/// writes and syncs its directory and opens its log: about 2-4 ms each on
+/// the test machine with three agents on one disk), at most 2 minutes.
+/// A push that runs out is retried as a full sync, which finds the work
+/// done.
+fn push_timeout(partitions: usize) -> Duration {
+    let extra =
+        Duration::from_millis(10).saturating_mul(u32::try_from(partitions).unwrap_or(u32::MAX));
+    (Duration::from_secs(10) + extra).min(Duration::from_secs(120))
+}
+
 async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
     let endpoint = match ballast_net::endpoint(&q.address) {
-        Ok(e) => e
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10)),
+        // No channel-wide timeout: each push gets one that grows with the
+        // partitions it carries (`push_timeout`).
+        Ok(e) => e.connect_timeout(Duration::from_secs(2)),
         Err(e) => {
             tracing::error!(broker = q.broker_id, address = %q.address, error = %e, "invalid agent control address");
             return;
@@ -552,7 +564,14 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
             return;
         }
         q.sent_version.store(version, Ordering::SeqCst);
-        match client.apply(request).await {
+        let timeout = push_timeout(request.partitions.len());
+        let answer = match tokio::time::timeout(timeout, client.apply(request)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer to the push within {timeout:?}"
+            ))),
+        };
+        match answer {
             Ok(response) => {
                 update.apply(&mut hosted);
                 q.acked_version
@@ -586,5 +605,18 @@ async fn run(q: Arc<Queue>, term: Weak<Term>, epoch: i64) {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_timeout_grows_with_the_partitions_and_is_capped() {
+        assert_eq!(push_timeout(0), Duration::from_secs(10));
+        assert_eq!(push_timeout(1_000), Duration::from_secs(20));
+        assert_eq!(push_timeout(30_000), Duration::from_secs(120));
+        assert_eq!(push_timeout(usize::MAX), Duration::from_secs(120));
     }
 }

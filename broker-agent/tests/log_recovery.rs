@@ -5,6 +5,7 @@
 
 mod log_support;
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -330,4 +331,49 @@ fn a_new_log_writes_no_checkpoints_until_they_change_and_reopens_the_same() {
     let log = PartitionLog::open(dir.path(), cfg).unwrap();
     assert_eq!(log.log_end_offset(), 3);
     assert_eq!(read_all(&log, None).len(), 1);
+}
+
+/// Descriptors this process holds on files under `dir`, by extension.
+fn open_files_under(dir: &Path) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if let Ok(target) = fs::read_link(e.path())
+            && target.starts_with(dir)
+        {
+            let ext = target
+                .extension()
+                .map(|x| x.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            *out.entry(ext).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn an_idle_log_holds_only_its_record_files_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small(300);
+    let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+    for i in 0..12 {
+        log.append_as_leader(&simple(4, 1_000 + i, "v"), 0, 0)
+            .unwrap();
+    }
+    let segments = log.segment_base_offsets().len();
+    assert!(segments > 2, "{segments} segments");
+    log.close().unwrap();
+
+    let log = PartitionLog::open(dir.path(), cfg).unwrap();
+    let open = open_files_under(dir.path());
+    assert_eq!(open.get("log").copied(), Some(segments), "{open:?}");
+    assert_eq!(open.get("index"), None, "{open:?}");
+    assert_eq!(open.get("timeindex"), None, "{open:?}");
+    // A lookup opens what it reads, and reads the same as before.
+    let end = log.log_end_offset();
+    let read = log.read(end - 1, 1 << 20, None).unwrap();
+    assert_eq!(read.first_offset, Some(end - 4));
+    assert_eq!(log.offset_for_timestamp(1_005).unwrap(), Some((20, 1_005)));
+    let open = open_files_under(dir.path());
+    assert!(open.get("index").copied().unwrap_or(0) >= 1, "{open:?}");
+    assert!(open.get("timeindex").copied().unwrap_or(0) >= 1, "{open:?}");
 }

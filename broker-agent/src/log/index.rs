@@ -19,50 +19,70 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::error::{LogError, LogResult};
 
-/// A file of `N`-byte entries.
+fn open_rw(path: &Path) -> LogResult<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| LogError::io("open index", path, e))
+}
+
+/// A file of `N`-byte entries. Its handle is opened on first use, not at
+/// load: a partition that takes no writes and serves no lookups holds only
+/// its record file open (one descriptor per idle partition instead of
+/// three).
 #[derive(Debug)]
 struct IndexFile<const N: usize> {
     path: PathBuf,
-    file: File,
+    file: OnceLock<File>,
     entries: u64,
 }
 
 impl<const N: usize> IndexFile<N> {
-    /// Opens (creating when missing) the file; returns it and whether it
-    /// had a partial trailing entry, which is trimmed.
+    /// Opens (creating when missing) the file, counts its entries and
+    /// closes it again; returns it and whether it had a partial trailing
+    /// entry, which is trimmed.
     fn open(path: &Path) -> LogResult<(Self, bool)> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| LogError::io("open index", path, e))?;
+        let file = open_rw(path)?;
         let len = file
             .metadata()
             .map_err(|e| LogError::io("stat index", path, e))?
             .len();
         let entries = len / N as u64;
         let torn = len % N as u64 != 0;
-        let f = IndexFile {
-            path: path.to_owned(),
-            file,
-            entries,
-        };
         if torn {
-            f.file
-                .set_len(entries * N as u64)
+            file.set_len(entries * N as u64)
                 .map_err(|e| LogError::io("trim index", path, e))?;
         }
+        let f = IndexFile {
+            path: path.to_owned(),
+            file: OnceLock::new(),
+            entries,
+        };
         Ok((f, torn))
+    }
+
+    /// The handle, opened now if it is not yet.
+    fn file(&self) -> LogResult<&File> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        // Two readers may race here: one handle wins, the other is closed.
+        let _ = self.file.set(open_rw(&self.path)?);
+        self.file
+            .get()
+            .ok_or_else(|| LogError::io("open index", &self.path, io::Error::other("not opened")))
     }
 
     fn read(&self, i: u64) -> LogResult<[u8; N]> {
         let mut buf = [0u8; N];
-        self.file
+        self.file()?
             .read_exact_at(&mut buf, i * N as u64)
             .map_err(|e| LogError::io("read index", &self.path, e))?;
         Ok(buf)
@@ -70,10 +90,13 @@ impl<const N: usize> IndexFile<N> {
 
     /// Every entry, read sequentially (for the full check).
     fn read_all(&self) -> LogResult<Vec<[u8; N]>> {
+        if self.entries == 0 {
+            return Ok(Vec::new());
+        }
         let mut reader = BufReader::with_capacity(
             64 * 1024,
             PositionedReader {
-                file: &self.file,
+                file: self.file()?,
                 pos: 0,
             },
         );
@@ -89,7 +112,7 @@ impl<const N: usize> IndexFile<N> {
     }
 
     fn append(&mut self, entry: [u8; N]) -> LogResult<()> {
-        self.file
+        self.file()?
             .write_all_at(&entry, self.entries * N as u64)
             .map_err(|e| LogError::io("append to index", &self.path, e))?;
         self.entries += 1;
@@ -100,17 +123,29 @@ impl<const N: usize> IndexFile<N> {
         if n >= self.entries {
             return Ok(());
         }
-        self.file
+        self.file()?
             .set_len(n * N as u64)
             .map_err(|e| LogError::io("truncate index", &self.path, e))?;
         self.entries = n;
         Ok(())
     }
 
+    /// Closes the handle (the next use opens it again). Unsynced writes
+    /// stay in the page cache, as after any close.
+    fn release(&mut self) {
+        self.file.take();
+    }
+
+    /// Makes this process's writes durable. A handle never opened has
+    /// written nothing (the trim at load, if any, is synced by the
+    /// segment's recovery), so there is nothing to sync.
     fn sync(&self) -> LogResult<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| LogError::io("fsync index", &self.path, e))
+        match self.file.get() {
+            Some(f) => f
+                .sync_data()
+                .map_err(|e| LogError::io("fsync index", &self.path, e)),
+            None => Ok(()),
+        }
     }
 
     /// The largest `i` whose key is <= `target` (by `key`), if any.
@@ -296,6 +331,11 @@ impl OffsetIndex {
         Ok(None)
     }
 
+    /// Closes the file handle until the next lookup or write needs it.
+    pub fn release(&mut self) {
+        self.inner.release();
+    }
+
     /// fsync.
     pub fn sync(&self) -> LogResult<()> {
         self.inner.sync()
@@ -437,6 +477,11 @@ impl TimeIndex {
             prev = Some(e);
         }
         Ok(None)
+    }
+
+    /// Closes the file handle until the next lookup or write needs it.
+    pub fn release(&mut self) {
+        self.inner.release();
     }
 
     /// fsync.

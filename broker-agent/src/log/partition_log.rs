@@ -381,6 +381,10 @@ impl PartitionLog {
             }
             checkpoint::sync_dir(dir)?;
         }
+        // Loading read the indexes it checked: close them until needed.
+        for seg in log.segments.values_mut() {
+            seg.release_index_handles();
+        }
         log.recovery_point = log.log_end_offset();
         if fresh {
             // On disk: no checkpoint files, which reads back as these.

@@ -683,6 +683,13 @@ impl Segment {
         Ok(removed)
     }
 
+    /// Closes the index files' handles (they reopen on the next lookup or
+    /// write): after loading, an idle segment holds one descriptor.
+    pub fn release_index_handles(&mut self) {
+        self.indexes.offset.release();
+        self.indexes.time.release();
+    }
+
     /// fsyncs the record file and both indexes.
     pub fn sync(&self) -> LogResult<()> {
         self.log

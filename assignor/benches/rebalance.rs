@@ -10,14 +10,19 @@
 //! 2^k..2^(k+1), so 1, 2, 4, ... 512 brokers: the small racks' brokers are
 //! hot, since rack-aware placement alternates racks) `uneven-add-50` and
 //! `uneven-disk`. Before the timed runs each case prints its moves beside
-//! the lower bound. Run with
+//! the lower bound (rack-aware: the fewest moves any result as even as the
+//! rack rule allows needs; `rebalance/target.rs`). Run with
 //! `cargo bench -p ballast-assignor --bench rebalance`
-//! (`-- --test` runs each once). Results live in docs/BENCHMARKS.md.
+//! (`-- --test` runs each once; `-- uneven` only the cases whose name
+//! contains `uneven`, printed and timed). Results live in
+//! docs/BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ballast_assignor::rebalance::{BalancePartition, BalanceRequest, Goal, propose_balance};
+use ballast_assignor::rebalance::{
+    BalancePartition, BalanceRequest, Goal, lower_bound_moves, propose_balance,
+};
 use ballast_assignor::{
     BrokerMetadata, JavaRandom, PlacementRequest, StartIndex, assign_replicas_to_brokers,
 };
@@ -139,23 +144,57 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn run(c: &Case) -> ballast_assignor::rebalance::BalancePlan {
-    propose_balance(&BalanceRequest {
+fn request(c: &Case) -> BalanceRequest<'_> {
+    BalanceRequest {
         brokers: &c.brokers,
         partitions: &c.parts,
         goal: c.goal,
         remove: &c.remove,
         add: &[],
-    })
-    .expect("valid request")
+    }
+}
+
+fn run(c: &Case) -> ballast_assignor::rebalance::BalancePlan {
+    propose_balance(&request(c)).expect("valid request")
 }
 
 fn bench(crit: &mut Criterion) {
-    let cases = cases();
+    // Criterion's name filter (a bare argument) also picks what is printed.
+    // (Options other than these flags take a value, which is no filter.)
+    const FLAGS: [&str; 11] = [
+        "--bench",
+        "--test",
+        "--list",
+        "--exact",
+        "--verbose",
+        "-v",
+        "--quiet",
+        "--noplot",
+        "--ignored",
+        "--nocapture",
+        "--quick",
+    ];
+    let mut filters: Vec<String> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if !a.starts_with('-') {
+            filters.push(a);
+        } else if !FLAGS.contains(&a.as_str()) && !a.contains('=') {
+            args.next();
+        }
+    }
+    let cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())))
+        .collect();
     for c in &cases {
         let started = Instant::now();
         let plan = run(c);
         let secs = started.elapsed().as_secs_f64();
+        // The bound alone (part of every proposal's time).
+        let started = Instant::now();
+        let bound = lower_bound_moves(&request(c)).expect("valid request");
+        let bound_secs = started.elapsed().as_secs_f64();
         let spread =
             |m: &std::collections::BTreeMap<i32, ballast_assignor::rebalance::BrokerUsage>,
              f: fn(&ballast_assignor::rebalance::BrokerUsage) -> u64| {
@@ -173,13 +212,16 @@ fn bench(crit: &mut Criterion) {
         let lead = |u: &ballast_assignor::rebalance::BrokerUsage| u.leaders as u64;
         let bytes = |u: &ballast_assignor::rebalance::BrokerUsage| u.bytes >> 20;
         println!(
-            "{}: {:.3} s; moves {} / lower bound {} = {:.4}; bytes moved {} MiB / bound {} MiB; \
+            "{}: {:.3} s; moves {} / lower bound {} = {:.4} (replicas-goal bound {}, computed in {:.3} s); \
+             bytes moved {} MiB / bound {} MiB; \
              leader changes {}; replicas/broker {:?} -> {:?}; leaders/broker {:?} -> {:?}; MiB/broker {:?} -> {:?}",
             c.name,
             secs,
             plan.replica_moves,
             plan.lower_bound_moves,
             plan.replica_moves as f64 / plan.lower_bound_moves.max(1) as f64,
+            bound,
+            bound_secs,
             plan.bytes_moved >> 20,
             plan.lower_bound_bytes >> 20,
             plan.leader_changes,

@@ -4,14 +4,21 @@
 //!
 //! # Replicas ([`Goal::Replicas`], and the first step of every goal)
 //! Targets are the brokers not being removed. With `R` replicas on them and
-//! on the removed brokers, each of the `n` targets gets a quota of `R / n`,
-//! and `R % n` of them one more: those holding the most already (so the
-//! extra slots cost no moves). A replica must move off a removed broker,
-//! and `held − quota` replicas must move off each target over its quota;
-//! so any result in which every target holds its quota moves at least
-//! `Σ replicas on removed brokers + Σ_b max(0, held_b − quota_b)` replicas
-//! (the lower bound the plan reports). The plan moves exactly those when
-//! nothing gets in the way:
+//! on the removed brokers, each target gets a quota: without racks `R / n`,
+//! and `R % n` of them one more, those holding the most already (so the
+//! extra slots cost no moves). With racks, as even as the rack rule allows
+//! (`rebalance/target.rs`): a rack can hold at most about one replica of
+//! each partition, so rack capacities are water-filled and the brokers of
+//! a small rack may get more than `R / n`, those of a big one fewer. A
+//! result is *balanced* when every target is within its range (`⌊R/n⌋ ..=
+//! ⌈R/n⌉` without racks); the quotas are one balanced vector. The plan
+//! reports beside its moves the fewest any balanced result needs
+//! ([`lower_bound_moves`]): the larger of a count bound (replicas on
+//! removed brokers, plus what each target and each rack holds over what a
+//! balanced result lets it keep; without racks, `Σ removed + Σ_b max(0,
+//! held_b − quota_b)`) and a rack flow bound (every partition a rack must
+//! reach costs a move; see `target.rs` for both proofs). The plan moves
+//! exactly the count bound when nothing gets in the way:
 //! 1. *pair*: each target under its quota, largest deficit first, walks the
 //!    partitions once and takes, from each partition it does not hold, a
 //!    replica that must move (on a removed broker first, then a follower,
@@ -29,12 +36,11 @@
 //!    `w` the rules allow while a broker under its quota takes one of
 //!    `w`'s slots (a moved one first).
 //! 4. *level*: when the rack rule still keeps brokers over their quota
-//!    (uneven racks: the brokers of a small rack hold a replica of most
-//!    partitions, a big rack takes at most one per partition, so no result
-//!    puts every broker at its quota), each, fullest first, hands replicas
-//!    to the least loaded broker allowed while that one stays below it.
-//!    The excess is spread instead of left on a few brokers; the moves this
-//!    costs are beyond the lower bound, which ignores racks.
+//!    (the quotas respect rack capacities, but not every finer limit: a
+//!    partition's other replicas may already use the racks with room),
+//!    each, fullest first, hands replicas to the least loaded broker
+//!    allowed while that one stays below it. The excess is spread instead
+//!    of left on a few brokers.
 //!
 //! The rack rule (when every broker has a rack): a replica whose rack is
 //! used by no other replica of its partition is only replaced by a broker on
@@ -44,10 +50,12 @@
 //!
 //! Greedy, so not always optimal: the property tests check, on random
 //! clusters without racks, that every target ends at its quota and the
-//! moves stay within 5 % (plus one) of the bound, and on even and uneven
-//! racks that no broker ends fuller than the fullest was (or its quota);
-//! the benchmark reports the ratio on large racked clusters, even and
-//! uneven.
+//! moves stay within 5 % (plus one) of the bound, on even and uneven
+//! racks that no broker ends fuller than the fullest was (or its quota),
+//! that a balanced plan never moves fewer than the bound, and, by
+//! enumerating every valid result of tiny clusters, that no balanced
+//! result does; the benchmark reports the ratio on large racked clusters,
+//! even and uneven.
 //!
 //! Cost: near-linear in replicas whatever the racks. Brokers with room are
 //! kept in ordered sets, also per rack, so finding the best
@@ -102,6 +110,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use crate::error::Error;
 use crate::placement::BrokerMetadata;
 use crate::reassign::PartitionReplicas;
+
+mod target;
 
 /// What to even out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +172,9 @@ pub struct BalancePlan {
     pub replica_moves: usize,
     /// Bytes those replicas hold.
     pub bytes_moved: u64,
-    /// Fewest replica moves (see the module docs).
+    /// Fewest replica moves any balanced result needs
+    /// ([`lower_bound_moves`]; for the disk goal, which has no replica-count
+    /// target, the replicas on removed brokers).
     pub lower_bound_moves: usize,
     /// Fewest bytes moved (the disk goal's bound; the replicas goal's moves
     /// are not chosen by size, so for it this is the bytes of the removed
@@ -347,8 +359,27 @@ fn must_keep_rack(ctx: &Ctx<'_>, replicas: &[i32], slot: usize) -> bool {
     }
 }
 
-/// Proposes a balancing plan (module docs). Errors name the bad input.
-pub fn propose_balance(req: &BalanceRequest<'_>) -> Result<BalancePlan, Error> {
+/// The fewest replica moves any balanced result of the replicas goal needs:
+/// the bound [`propose_balance`] reports as `lower_bound_moves` for the
+/// replicas and leaders goals. On racks, "balanced" is as even as the rack
+/// rule allows (water-filled per-rack capacity; see `rebalance/target.rs`
+/// for the definition and the proof). Errors as [`propose_balance`].
+pub fn lower_bound_moves(req: &BalanceRequest<'_>) -> Result<usize, Error> {
+    let ctx = context(req)?;
+    let replicas = req.partitions.iter().map(|p| &p.replicas[..]);
+    Ok(target::target(&ctx, replicas).lower_bound())
+}
+
+/// Per target broker, the range of replica counts a balanced result gives
+/// it (`rebalance/target.rs`). Errors as [`propose_balance`].
+pub fn balanced_ranges(req: &BalanceRequest<'_>) -> Result<BTreeMap<i32, (usize, usize)>, Error> {
+    let ctx = context(req)?;
+    let replicas = req.partitions.iter().map(|p| &p.replicas[..]);
+    Ok(target::target(&ctx, replicas).range.into_iter().collect())
+}
+
+/// Checks a request and builds the context the steps share.
+fn context<'a>(req: &'a BalanceRequest<'a>) -> Result<Ctx<'a>, Error> {
     let mut rack = HashMap::with_capacity(req.brokers.len());
     for b in req.brokers {
         if rack.insert(b.id, b.rack.as_deref()).is_some() {
@@ -393,13 +424,18 @@ pub fn propose_balance(req: &BalanceRequest<'_>) -> Result<BalancePlan, Error> {
         }
     }
     let racks = req.brokers.iter().all(|b| b.rack.is_some());
-    let ctx = Ctx {
+    Ok(Ctx {
         req,
         rack,
         targets,
         removed,
         racks,
-    };
+    })
+}
+
+/// Proposes a balancing plan (module docs). Errors name the bad input.
+pub fn propose_balance(req: &BalanceRequest<'_>) -> Result<BalancePlan, Error> {
+    let ctx = context(req)?;
     let before = usage(
         &ctx,
         req.partitions
@@ -484,36 +520,22 @@ fn drain_count(ctx: &Ctx<'_>) -> usize {
 /// The replicas step; returns (lower bound of moves, bytes on removed
 /// brokers).
 fn balance_replicas(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> (usize, u64) {
-    let n = ctx.targets.len();
     let mut held: HashMap<i32, usize> = ctx.targets.iter().map(|b| (*b, 0)).collect();
-    let mut total = 0usize;
     let mut removed_bytes = 0u64;
     for (r, p) in replicas.iter().zip(ctx.req.partitions) {
         for b in r {
             if let Some(h) = held.get_mut(b) {
                 *h += 1;
-                total += 1;
             } else if ctx.removed.contains(b) {
-                total += 1;
                 removed_bytes += p.size_bytes;
             }
         }
     }
-    // Quotas: the extra slots go to the brokers holding the most.
-    let mut order = ctx.targets.clone();
-    order.sort_by_key(|b| (std::cmp::Reverse(held[b]), *b));
-    let (base, extra) = (total / n, total % n);
-    let quota: HashMap<i32, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (*b, base + usize::from(i < extra)))
-        .collect();
-    let lower_bound = drain_count(ctx)
-        + ctx
-            .targets
-            .iter()
-            .map(|b| held[b].saturating_sub(quota[b]))
-            .sum::<usize>();
+    // Quotas: as even as the racks allow, the spare slots to the brokers
+    // holding the most (so they cost no moves); see `target.rs`.
+    let goal = target::target(ctx, replicas.iter().map(|r| &r[..]));
+    let lower_bound = goal.lower_bound();
+    let quota = goal.quota;
     // Pair: walk the partitions and move each replica that must move (on
     // a removed broker, or on a broker still over its quota) to the broker
     // with the most room that the partition does not hold and the rack rule
@@ -785,13 +807,13 @@ fn repair(
 }
 
 /// When the rack rule keeps a broker over its quota after the repair
-/// (uneven racks: a small rack's brokers hold a replica of most
-/// partitions, and a big rack can take at most one per partition), its
+/// (the quotas respect each rack's capacity, not every finer limit), its
 /// excess is spread rather than left on it: each broker still over its
 /// quota, fullest first, hands replicas (followers first) to the least
 /// loaded broker the rules allow, while that one ends at least one below
-/// it. Each hand-over lowers Σ load², so this ends. Each costs one move
-/// beyond the lower bound, which ignores racks.
+/// it. Each hand-over lowers Σ load², so this ends; the result is then not
+/// balanced, and its moves may fall below the bound (which is for balanced
+/// results).
 fn level(
     ctx: &Ctx<'_>,
     replicas: &mut [Vec<i32>],

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ballast_assignor::rebalance::{BalancePartition, BalanceRequest, Goal, propose_balance};
+use ballast_assignor::rebalance::{
+    BalancePartition, BalanceRequest, Goal, balanced_ranges, lower_bound_moves, propose_balance,
+};
 use ballast_assignor::{BrokerMetadata, Error};
 use proptest::prelude::*;
 
@@ -406,13 +408,25 @@ proptest! {
                 let c = counts(&result);
                 let targets = brokers.len() - remove.len();
                 let total: usize = parts.iter().map(|p| p.replicas.len()).sum();
+                let ranges = balanced_ranges(&request(&brokers, &parts, goal, &remove)).unwrap();
                 let balanced = brokers.iter().filter(|b| !remove.contains(&b.id)).all(|b| {
                     let n = c.get(&b.id).copied().unwrap_or(0);
-                    n == total / targets || n == total.div_ceil(targets)
+                    let (lo, hi) = ranges[&b.id];
+                    (lo..=hi).contains(&n)
                 });
+                if !racked {
+                    // Without racks, balanced is ⌊R/n⌋..=⌈R/n⌉.
+                    prop_assert!(ranges.values().all(|r| *r == (total / targets, total.div_ceil(targets))
+                        || *r == (total / targets - usize::from(total.is_multiple_of(targets)), total / targets)));
+                }
+                prop_assert_eq!(
+                    plan.lower_bound_moves,
+                    lower_bound_moves(&request(&brokers, &parts, goal, &remove)).unwrap()
+                );
                 if balanced {
-                    // The bound holds for any balanced result.
-                    prop_assert!(plan.replica_moves >= plan.lower_bound_moves);
+                    // The bound holds for any balanced result, the plan's too.
+                    prop_assert!(plan.replica_moves >= plan.lower_bound_moves,
+                        "{} moves for a bound of {}", plan.replica_moves, plan.lower_bound_moves);
                 }
                 // Without racks nothing stops balance.
                 prop_assert!(balanced || racked, "unbalanced: {:?} of {}", c, total);
@@ -435,4 +449,240 @@ proptest! {
             }
         }
     }
+}
+
+/// Every valid result of a tiny cluster: each partition's listed replicas
+/// on any set of targets of the same size that keeps the rack rule (at
+/// least `min(racks spanned before, racks of the targets)` racks). Calls
+/// `f(counts per target, moves)`.
+fn every_result(
+    brokers: &[BrokerMetadata],
+    parts: &[BalancePartition],
+    remove: &[i32],
+    f: &mut dyn FnMut(&BTreeMap<i32, usize>, usize),
+) {
+    let targets: Vec<&BrokerMetadata> =
+        brokers.iter().filter(|b| !remove.contains(&b.id)).collect();
+    let racked = brokers.iter().all(|b| b.rack.is_some());
+    let target_racks: BTreeSet<_> = targets.iter().filter_map(|b| b.rack.clone()).collect();
+    let rack = |id: i32| {
+        brokers
+            .iter()
+            .find(|b| b.id == id)
+            .and_then(|b| b.rack.clone())
+    };
+    // Per partition: every allowed set with the moves it costs.
+    let options: Vec<Vec<(Vec<i32>, usize)>> = parts
+        .iter()
+        .map(|p| {
+            let before: BTreeSet<i32> = p.replicas.iter().copied().collect();
+            let spans: BTreeSet<_> = p.replicas.iter().filter_map(|b| rack(*b)).collect();
+            let need = if racked {
+                spans.len().min(target_racks.len())
+            } else {
+                0
+            };
+            let a = p.replicas.len();
+            let mut out = Vec::new();
+            for mask in 0u32..(1 << targets.len()) {
+                if mask.count_ones() as usize != a {
+                    continue;
+                }
+                let set: Vec<i32> = (0..targets.len())
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| targets[i].id)
+                    .collect();
+                let spans: BTreeSet<_> = set.iter().filter_map(|b| rack(*b)).collect();
+                if spans.len() < need {
+                    continue;
+                }
+                let moves = set.iter().filter(|b| !before.contains(b)).count();
+                out.push((set, moves));
+            }
+            out
+        })
+        .collect();
+    let mut pick = vec![0usize; parts.len()];
+    loop {
+        let mut c: BTreeMap<i32, usize> = targets.iter().map(|b| (b.id, 0)).collect();
+        let mut moves = 0;
+        for (i, o) in options.iter().enumerate() {
+            let (set, m) = &o[pick[i]];
+            moves += m;
+            for b in set {
+                *c.entry(*b).or_default() += 1;
+            }
+        }
+        f(&c, moves);
+        // Next combination.
+        let mut i = 0;
+        loop {
+            if i == pick.len() {
+                return;
+            }
+            pick[i] += 1;
+            if pick[i] < options[i].len() {
+                break;
+            }
+            pick[i] = 0;
+            i += 1;
+        }
+    }
+}
+
+fn tiny_cluster() -> impl Strategy<Value = (Vec<BrokerMetadata>, Vec<BalancePartition>, Vec<i32>)> {
+    (3usize..6, 0u8..3, 1usize..4, 1usize..5, any::<bool>())
+        .prop_flat_map(|(n, layout, rf, parts, drain)| {
+            let rf = rf.min(n - 1);
+            (
+                Just(n),
+                Just(layout),
+                proptest::collection::vec(
+                    proptest::sample::subsequence((1..=n as i32).collect::<Vec<_>>(), rf),
+                    parts,
+                ),
+                Just(drain && n > rf + 1),
+            )
+        })
+        .prop_map(|(n, layout, placements, drain)| {
+            let brokers: Vec<BrokerMetadata> = (1..=n as i32)
+                .map(|id| match layout {
+                    0 => BrokerMetadata::new(id),
+                    1 => BrokerMetadata::with_rack(id, format!("r{}", id % 2)),
+                    // Uneven: broker 1 alone, the rest together.
+                    _ => BrokerMetadata::with_rack(id, if id == 1 { "solo" } else { "big" }),
+                })
+                .collect();
+            let parts = placements
+                .iter()
+                .enumerate()
+                .map(|(p, r)| part(p as i32, r, 1))
+                .collect();
+            let remove = if drain { vec![n as i32] } else { Vec::new() };
+            (brokers, parts, remove)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The bound's claim, checked exhaustively: no valid balanced result of
+    /// a tiny cluster (racks or not, uneven or not, draining or not) moves
+    /// fewer replicas than the bound.
+    #[test]
+    fn no_balanced_result_beats_the_bound((brokers, parts, remove) in tiny_cluster()) {
+        let req = request(&brokers, &parts, Goal::Replicas, &remove);
+        let bound = lower_bound_moves(&req).unwrap();
+        let ranges = balanced_ranges(&req).unwrap();
+        let mut best: Option<usize> = None;
+        every_result(&brokers, &parts, &remove, &mut |c, moves| {
+            if c.iter().all(|(b, n)| (ranges[b].0..=ranges[b].1).contains(n)) {
+                best = Some(best.map_or(moves, |m| m.min(moves)));
+            }
+        });
+        if let Some(best) = best {
+            prop_assert!(best >= bound, "a balanced result moves {} < bound {}", best, bound);
+        }
+    }
+}
+
+#[test]
+fn uneven_racks_hold_what_the_rack_rule_allows() {
+    // Broker 1 alone on rack a, brokers 2..=5 on rack b; every partition
+    // spans both racks (RF 2), so rack b holds one replica of each of the
+    // 8 partitions at most, and broker 1 the other 8: 16 replicas, quota
+    // 16/5 = 3.2 per broker is out of reach. Broker 1 holds all 8 (rack a
+    // must hold one of each partition), brokers 2..=5 two each.
+    let b = vec![
+        BrokerMetadata::with_rack(1, "a"),
+        BrokerMetadata::with_rack(2, "b"),
+        BrokerMetadata::with_rack(3, "b"),
+        BrokerMetadata::with_rack(4, "b"),
+        BrokerMetadata::with_rack(5, "b"),
+    ];
+    // Brokers 2 and 3 hold 4 each, 4 and 5 none.
+    let parts: Vec<_> = (0..8)
+        .map(|p| part(p, &[1, if p % 2 == 0 { 2 } else { 3 }], 1))
+        .collect();
+    let req = request(&b, &parts, Goal::Replicas, &[]);
+    let ranges = balanced_ranges(&req).unwrap();
+    // Water level 8 (Σ min(C_k, |k|·8) = 8 + 8 = 16): broker 1 may hold
+    // 7..=8 by its own range, and 8 once rack b holds its 8 at most; rack b
+    // is capped, 8 over 4 brokers.
+    assert_eq!(ranges[&1], (7, 8));
+    assert_eq!(ranges[&2], (2, 2));
+    // The rack-blind bound (quota 3, one broker 4: broker 1 sheds 4,
+    // brokers 2 and 3 one each) would say 6, but no valid result sheds
+    // from broker 1 at all; the forced moves are 2 + 2 from brokers 2 and
+    // 3, down to 2 each.
+    assert_eq!(lower_bound_moves(&req).unwrap(), 4);
+    let plan = propose_balance(&req).unwrap();
+    assert_eq!(plan.replica_moves, 4);
+    assert_eq!(plan.lower_bound_moves, 4);
+    let after: Vec<usize> = plan.after.values().map(|u| u.replicas).collect();
+    assert_eq!(after, vec![8, 2, 2, 2, 2]);
+}
+
+#[test]
+fn a_rack_every_partition_must_reach_forces_moves_counts_do_not_see() {
+    // Racks a = {1}, b = {2}, c = {3, 4, 5, 6}; RF 2 spanning two racks.
+    // Six partitions on a+b only, none on c. Rack c can hold one replica
+    // of each partition (6), a and b 6 each: 12 replicas, so the water
+    // level puts 3 on each of a and b and 6 on c (1 or 2 per broker).
+    // Counts: brokers 1 and 2 hold 6 each and must shed 3 each (6 moves),
+    // which is also what the racks need: every partition must gain a rack-c
+    // replica. Bound 6, and the balancer moves 6.
+    let b = vec![
+        BrokerMetadata::with_rack(1, "a"),
+        BrokerMetadata::with_rack(2, "b"),
+        BrokerMetadata::with_rack(3, "c"),
+        BrokerMetadata::with_rack(4, "c"),
+        BrokerMetadata::with_rack(5, "c"),
+        BrokerMetadata::with_rack(6, "c"),
+    ];
+    let parts: Vec<_> = (0..6).map(|p| part(p, &[1, 2], 1)).collect();
+    let req = request(&b, &parts, Goal::Replicas, &[]);
+    let ranges = balanced_ranges(&req).unwrap();
+    assert_eq!((ranges[&1], ranges[&3]), ((2, 3), (1, 2)));
+    assert_eq!(lower_bound_moves(&req).unwrap(), 6);
+    let plan = propose_balance(&req).unwrap();
+    assert_eq!(plan.replica_moves, 6);
+}
+
+#[test]
+fn a_rack_every_partition_must_reach_costs_a_move_counts_miss() {
+    // Racks a = {1}, b = {2}, c = {3}, d = {4, 6}, e = {5}; four partitions
+    // of RF 3 on three racks each. 12 replicas on 6 brokers: every rack may
+    // hold one replica of each partition (4), so the water level is 2 and
+    // every broker must end with exactly 2. Broker 5 holds 3, broker 4 one.
+    let racks = ["a", "b", "c", "d", "e", "d"];
+    let b: Vec<_> = (1..=6)
+        .map(|id| BrokerMetadata::with_rack(id, racks[id as usize - 1]))
+        .collect();
+    let parts = vec![
+        part(0, &[1, 6, 5], 1), // a d e
+        part(1, &[6, 2, 5], 1), // d b e
+        part(2, &[3, 2, 1], 1), // c b a
+        part(3, &[5, 4, 3], 1), // e d c
+    ];
+    let req = request(&b, &parts, Goal::Replicas, &[]);
+    let ranges = balanced_ranges(&req).unwrap();
+    assert!(ranges.values().all(|r| *r == (1, 2)));
+    // Counts alone (the rack-blind bound too): broker 5 sheds one, 1 move.
+    // But rack d must end with a replica of every partition (4 brokers-worth
+    // of room: 2 + 2), and partition 2 has none there: one of its replicas
+    // moves to broker 4, and broker 5's extra replica moves as well (to b
+    // or c, not d, which its partitions already use). 2 moves.
+    assert_eq!(lower_bound_moves(&req).unwrap(), 2);
+    let mut best = usize::MAX;
+    every_result(&b, &parts, &[], &mut |c, moves| {
+        if c.values().all(|n| *n == 2) {
+            best = best.min(moves);
+        }
+    });
+    assert_eq!(best, 2, "the bound is reached");
+    let plan = propose_balance(&req).unwrap();
+    // The balancer finds it: every broker at 2 in 2 moves.
+    assert_eq!((plan.replica_moves, plan.lower_bound_moves), (2, 2));
+    assert!(plan.after.values().all(|u| u.replicas == 2));
 }

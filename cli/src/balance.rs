@@ -110,7 +110,10 @@ fn plan_of(r: &ProposeBalanceResponse) -> Vec<PartitionReplicas> {
         .collect()
 }
 
-/// The before/after table and the figures beside their lower bounds.
+/// The before/after table and the figures beside their lower bounds (the
+/// moves' bound is the assignor's `rebalance::lower_bound_moves`: the fewest
+/// moves of any result as even as the rack rule allows, so on uneven racks
+/// it is not the rack-blind `R / n` count).
 pub fn proposal_text(r: &ProposeBalanceResponse) -> String {
     let mut table = Table::new(["BROKER", "REPLICAS", "LEADERS", "BYTES"]);
     let after = |id: i32| -> BrokerUsage {

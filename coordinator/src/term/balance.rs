@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use ballast_assignor::BrokerMetadata;
 use ballast_assignor::rebalance::{
-    BalancePartition, BalancePlan, BalanceRequest, Goal, propose_balance,
+    BalancePartition, BalancePlan, BalanceRequest, Goal, balanced_ranges, propose_balance,
 };
 use ballast_proto::v1::{self as pb};
 
@@ -112,7 +112,12 @@ fn to_response(plan: BalancePlan, unknown_sizes: u64, secs: f64) -> pb::ProposeB
 }
 
 /// Replica counts per live broker: (max - min) past the threshold (percent
-/// of the mean, and at least 2 replicas)?
+/// of the mean, and at least 2 replicas)? With racks, each count is first
+/// taken relative to the low end of that broker's balanced range (as even
+/// as the rack rule allows, `ballast_assignor::rebalance::balanced_ranges`):
+/// on uneven racks a balanced cluster has brokers of very different counts,
+/// and only a spread past what the racks explain is an imbalance. Without
+/// racks every range has the same low end and this is the plain spread.
 fn imbalanced(state: &ClusterState, threshold_percent: u32) -> Option<String> {
     let mut counts: BTreeMap<i32, u64> = state
         .brokers
@@ -134,14 +139,87 @@ fn imbalanced(state: &ClusterState, threshold_percent: u32) -> Option<String> {
             }
         }
     }
-    let (min, max) = (
-        *counts.values().min().unwrap_or(&0),
-        *counts.values().max().unwrap_or(&0),
-    );
+    let racks = state
+        .brokers
+        .values()
+        .any(|b| !b.fenced && !b.rack.is_empty());
+    let low: BTreeMap<i32, u64> = if racks {
+        let brokers: Vec<BrokerMetadata> = state
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| BrokerMetadata {
+                id: b.broker_id,
+                rack: (!b.rack.is_empty()).then(|| b.rack.clone()),
+            })
+            .collect();
+        let partitions: Vec<BalancePartition> = state
+            .topics
+            .iter()
+            .flat_map(|(name, t)| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .map(move |(p, s)| BalancePartition {
+                        topic: name.clone(),
+                        partition: p as i32,
+                        replicas: s.replicas.clone(),
+                        size_bytes: 0,
+                    })
+            })
+            .collect();
+        match balanced_ranges(&BalanceRequest {
+            brokers: &brokers,
+            partitions: &partitions,
+            goal: Goal::Replicas,
+            remove: &[],
+            add: &[],
+        }) {
+            Ok(ranges) => ranges
+                .into_iter()
+                .map(|(b, (lo, _))| (b, lo as u64))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot compute balanced ranges; judging plain counts");
+                BTreeMap::new()
+            }
+        }
+    } else {
+        BTreeMap::new()
+    };
+    let off = |b: &i32, c: u64| c as i64 - low.get(b).copied().unwrap_or(0) as i64;
+    let (min, max) = counts.iter().map(|(b, c)| (off(b, *c), *b, *c)).fold(
+        None,
+        |acc: Option<((i64, i32, u64), (i64, i32, u64))>, x| match acc {
+            None => Some((x, x)),
+            Some((lo, hi)) => Some((
+                if x.0 < lo.0 { x } else { lo },
+                if x.0 > hi.0 { x } else { hi },
+            )),
+        },
+    )?;
     let mean = total as f64 / counts.len() as f64;
-    let spread = (max - min) as f64;
-    (spread >= 2.0 && spread > mean * f64::from(threshold_percent) / 100.0)
-        .then(|| format!("replica counts range from {min} to {max} per broker (mean {mean:.1})"))
+    let spread = (max.0 - min.0) as f64;
+    if !(spread >= 2.0 && spread > mean * f64::from(threshold_percent) / 100.0) {
+        return None;
+    }
+    Some(if low.is_empty() {
+        format!(
+            "replica counts range from {} to {} per broker (mean {mean:.1})",
+            min.2, max.2
+        )
+    } else {
+        format!(
+            "replica counts are {} apart beyond what the racks explain: broker {} holds {} ({} over its balanced minimum), broker {} holds {} ({} over its) (mean {mean:.1})",
+            max.0 - min.0,
+            max.1,
+            max.2,
+            max.0,
+            min.1,
+            min.2,
+            min.0
+        )
+    })
 }
 
 impl Term {
@@ -436,5 +514,51 @@ mod tests {
         assert_eq!(imbalanced(&s, 0), None);
         let s = cluster(&[], &[1, 2], &[&[1, 2]]);
         assert_eq!(imbalanced(&s, 0), None);
+    }
+
+    fn with_racks(mut s: ClusterState, racks: &[(i32, &str)]) -> ClusterState {
+        for (id, rack) in racks {
+            if let Some(b) = s.brokers.get_mut(id) {
+                b.rack = (*rack).to_owned();
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn uneven_racks_balanced_by_the_rack_rule_are_not_imbalanced() {
+        // Rack a has broker 1 alone, rack b brokers 2, 3 and 4; RF 2 with
+        // one replica per rack: broker 1 must hold every partition.
+        let racks = [(1, "a"), (2, "b"), (3, "b"), (4, "b")];
+        let balanced = with_racks(
+            cluster(
+                &[1, 2, 3, 4],
+                &[],
+                &[&[1, 2], &[3, 1], &[1, 4], &[2, 1], &[1, 3], &[4, 1]],
+            ),
+            &racks,
+        );
+        assert_eq!(imbalanced(&balanced, 10), None);
+        // The same counts without racks are a spread of 4 around a mean of 3.
+        let plain = cluster(
+            &[1, 2, 3, 4],
+            &[],
+            &[&[1, 2], &[3, 1], &[1, 4], &[2, 1], &[1, 3], &[4, 1]],
+        );
+        assert!(imbalanced(&plain, 10).is_some());
+        // Uneven inside rack b: broker 2 holds 4, broker 3 none.
+        let skewed = with_racks(
+            cluster(
+                &[1, 2, 3, 4],
+                &[],
+                &[&[1, 2], &[2, 1], &[1, 4], &[2, 1], &[1, 2], &[4, 1]],
+            ),
+            &racks,
+        );
+        let why = imbalanced(&skewed, 10).expect("skewed inside a rack");
+        assert!(
+            why.contains("broker 2 holds 4") && why.contains("broker 3 holds 0"),
+            "{why}"
+        );
     }
 }

@@ -1,14 +1,16 @@
-//! The process's open-file limit. An agent holds three descriptors per
-//! hosted partition (the active segment's log, offset index and time index)
-//! plus one per connection, and Linux's usual soft limit of 1,024 is spent
-//! by a few hundred partitions; so the agent raises its soft limit to the
+//! The process's open-file limit. An agent holds one descriptor per
+//! segment, three for a busy partition's active segment (its offset and
+//! time indexes open on the first write or lookup), plus one per
+//! connection, and Linux's usual soft limit of 1,024 is spent by a few
+//! hundred busy partitions; so the agent raises its soft limit to the
 //! hard limit at start (as Go's runtime and Kafka's packaging do) and says
 //! how many partitions the result allows. The hard limit is the operator's
 //! (`LimitNOFILE=` in the systemd unit, `ulimit -Hn`).
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
-/// Descriptors an agent holds per hosted partition replica.
+/// Descriptors an agent holds per busy partition replica (the estimate
+/// stays on the safe side: an idle one holds one).
 pub const FILES_PER_PARTITION: u64 = 3;
 
 /// The open-file limit before and after [`raise_open_files_limit`].

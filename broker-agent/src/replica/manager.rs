@@ -42,6 +42,11 @@ use super::{Clock, ReplicationConfig, wall_clock_ms};
 use crate::partition::{PartitionKey, PartitionRecord};
 use crate::state::Registration;
 
+/// Threads that open partition logs for one push, at most.
+const OPEN_THREADS: usize = 4;
+/// Partitions per opening thread before another one is worth starting.
+const OPEN_PER_THREAD: usize = 32;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -401,26 +406,62 @@ impl ReplicaManager {
             for p in &closes {
                 p.close(true);
             }
-            let mut opened = Vec::new();
-            let mut changes = Vec::new();
-            for record in opens {
+            let open_one = |record: &PartitionRecord| {
                 let (settings, problems) = TopicSettings::from_configs(&record.configs);
                 for problem in problems {
                     warn!(partition = %record.key(), %problem, "topic config ignored");
                 }
                 let dir = root.join(record.key().dir_name());
-                match Partition::open(&dir, me, &record, settings.clone(), lag_ms) {
+                match Partition::open(&dir, me, record, settings.clone(), lag_ms) {
                     Ok(p) => {
                         let p = Arc::new(p);
-                        let c = p.apply_record(&record, settings, now_ms);
-                        changes.push((Arc::clone(&p), c));
-                        opened.push(p);
+                        let c = p.apply_record(record, settings, now_ms);
+                        Some((p, c))
                     }
-                    Err(e) => warn!(
-                        partition = %record.key(), error = %e,
-                        "cannot open the partition log; not serving it"
-                    ),
+                    Err(e) => {
+                        warn!(
+                            partition = %record.key(), error = %e,
+                            "cannot open the partition log; not serving it"
+                        );
+                        None
+                    }
                 }
+            };
+            // Opening a log waits on the disk (a directory fsync for a new
+            // one, reads and checks for an existing one): many at once go
+            // over a few threads.
+            let threads = OPEN_THREADS
+                .min(opens.len().div_ceil(OPEN_PER_THREAD))
+                .max(1);
+            let chunk = opens.len().div_ceil(threads).max(1);
+            let results: Vec<(Arc<Partition>, _)> = if threads == 1 {
+                opens.iter().filter_map(open_one).collect()
+            } else {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = opens
+                        .chunks(chunk)
+                        .map(|part| {
+                            let open_one = &open_one;
+                            scope
+                                .spawn(move || part.iter().filter_map(open_one).collect::<Vec<_>>())
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                warn!("a thread opening partition logs panicked; its partitions are not served until the next push");
+                                Vec::new()
+                            })
+                        })
+                        .collect()
+                })
+            };
+            let mut opened = Vec::with_capacity(results.len());
+            let mut changes = Vec::with_capacity(results.len());
+            for (p, c) in results {
+                changes.push((Arc::clone(&p), c));
+                opened.push(p);
             }
             for (p, record) in updates {
                 let (settings, problems) = TopicSettings::from_configs(&record.configs);

@@ -188,16 +188,10 @@ fn imbalanced(state: &ClusterState, threshold_percent: u32) -> Option<String> {
         BTreeMap::new()
     };
     let off = |b: &i32, c: u64| c as i64 - low.get(b).copied().unwrap_or(0) as i64;
-    let (min, max) = counts.iter().map(|(b, c)| (off(b, *c), *b, *c)).fold(
-        None,
-        |acc: Option<((i64, i32, u64), (i64, i32, u64))>, x| match acc {
-            None => Some((x, x)),
-            Some((lo, hi)) => Some((
-                if x.0 < lo.0 { x } else { lo },
-                if x.0 > hi.0 { x } else { hi },
-            )),
-        },
-    )?;
+    // (offset from the balanced minimum, broker, count); first of equals.
+    let offs: Vec<(i64, i32, u64)> = counts.iter().map(|(b, c)| (off(b, *c), *b, *c)).collect();
+    let min = *offs.iter().min_by_key(|x| x.0)?;
+    let max = *offs.iter().rev().max_by_key(|x| x.0)?;
     let mean = total as f64 / counts.len() as f64;
     let spread = (max.0 - min.0) as f64;
     if !(spread >= 2.0 && spread > mean * f64::from(threshold_percent) / 100.0) {

@@ -61,8 +61,10 @@ pub fn execute(root: &Path, action: &Action) -> io::Result<()> {
 pub fn execute_all(root: &Path, actions: Vec<Action>) -> Vec<(Action, io::Result<()>)> {
     let mut done = Vec::with_capacity(actions.len());
     let mut staged: Vec<(Action, PathBuf, PathBuf)> = Vec::new();
+    let mut creates: Vec<Action> = Vec::new();
     for a in actions {
         match &a {
+            Action::Create(_) => creates.push(a),
             Action::Update(r) if root.join(r.key().dir_name()).is_dir() => {
                 let dir = root.join(r.key().dir_name());
                 let file = dir.join(PARTITION_FILE);
@@ -78,6 +80,7 @@ pub fn execute_all(root: &Path, actions: Vec<Action>) -> Vec<(Action, io::Result
             }
         }
     }
+    done.extend(create_all(root, creates));
     if staged.is_empty() {
         return done;
     }
@@ -97,6 +100,49 @@ pub fn execute_all(root: &Path, actions: Vec<Action>) -> Vec<(Action, io::Result
         }
     }
     done
+}
+
+/// Threads that create partition directories for one push, at most.
+const CREATE_THREADS: usize = 4;
+/// Creations per thread before another one is worth starting.
+const CREATE_PER_THREAD: usize = 32;
+
+/// Runs creations through [`execute`], over a few threads when there are
+/// many: each waits on its own fsyncs (directory, file, directory), and the
+/// disk takes several at once.
+fn create_all(root: &Path, creates: Vec<Action>) -> Vec<(Action, io::Result<()>)> {
+    let threads = CREATE_THREADS
+        .min(creates.len().div_ceil(CREATE_PER_THREAD))
+        .max(1);
+    let results: Vec<io::Result<()>> = if threads == 1 {
+        creates.iter().map(|a| execute(root, a)).collect()
+    } else {
+        let chunk = creates.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = creates
+                .chunks(chunk)
+                .map(|part| {
+                    (
+                        part.len(),
+                        scope.spawn(move || {
+                            part.iter().map(|a| execute(root, a)).collect::<Vec<_>>()
+                        }),
+                    )
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|(n, h)| {
+                    h.join().unwrap_or_else(|_| {
+                        (0..n)
+                            .map(|_| Err(io::Error::other("the thread creating it panicked")))
+                            .collect()
+                    })
+                })
+                .collect()
+        })
+    };
+    creates.into_iter().zip(results).collect()
 }
 
 fn stage(tmp: &Path, record: &PartitionRecord) -> io::Result<()> {
@@ -241,6 +287,25 @@ mod tests {
             hosted.keys().cloned().collect::<Vec<_>>(),
             vec![PartitionKey::new("a-b", 0).unwrap()]
         );
+    }
+
+    #[test]
+    fn many_creations_over_threads_each_land_and_report_in_order() {
+        let data = tempfile::tempdir().unwrap();
+        let root = partitions_root(data.path());
+        load_all(data.path()).unwrap();
+        // Enough for every thread; one of them fails (a file in the way).
+        let n = (CREATE_THREADS * CREATE_PER_THREAD + 7) as i32;
+        fs::write(root.join("t-77"), b"in the way").unwrap();
+        let actions: Vec<Action> = (0..n).map(|p| Action::Create(rec("t", p, "X"))).collect();
+        let results = execute_all(&root, actions);
+        assert_eq!(results.len(), n as usize);
+        for (i, (a, r)) in results.iter().enumerate() {
+            assert_eq!(a.key(), rec("t", i as i32, "X").key(), "reported in order");
+            assert_eq!(r.is_err(), i == 77, "{i}: {r:?}");
+        }
+        let (hosted, _) = load_all(data.path()).unwrap();
+        assert_eq!(hosted.len(), n as usize - 1);
     }
 
     #[test]

@@ -47,6 +47,38 @@ const OPEN_THREADS: usize = 4;
 /// Partitions per opening thread before another one is worth starting.
 const OPEN_PER_THREAD: usize = 32;
 
+/// `items.iter().filter_map(f)`, in order, over up to [`OPEN_THREADS`]
+/// threads when there are many: opening a log waits on the disk (a
+/// directory fsync for a new one; reading checkpoints and verifying the
+/// tail for an existing one, as Kafka's recovery threads do), and the disk
+/// takes several at once. An item whose thread panicked is left out, with
+/// a warning (its partition is not served until the next push).
+fn par_filter_map<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> Option<T> + Sync) -> Vec<T> {
+    let threads = OPEN_THREADS
+        .min(items.len().div_ceil(OPEN_PER_THREAD))
+        .max(1);
+    if threads == 1 {
+        return items.iter().filter_map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().filter_map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    warn!("a thread opening partition logs panicked; its partitions are not served until the next push");
+                    Vec::new()
+                })
+            })
+            .collect()
+    })
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -298,19 +330,21 @@ impl ReplicaManager {
         let root = self.root.clone();
         let lag_ms = duration_ms(self.config.replica_lag_time_max);
         let opened = blocking(move || {
-            let mut opened = Vec::new();
-            for record in hosted.values() {
+            let records: Vec<&PartitionRecord> = hosted.values().collect();
+            par_filter_map(&records, |record: &&PartitionRecord| {
                 let (settings, _) = TopicSettings::from_configs(&record.configs);
                 let dir = root.join(record.key().dir_name());
                 match Partition::open(&dir, me, record, settings, lag_ms) {
-                    Ok(p) => opened.push(Arc::new(p)),
-                    Err(e) => warn!(
-                        partition = %record.key(), error = %e,
-                        "cannot open the partition log; not serving it"
-                    ),
+                    Ok(p) => Some(Arc::new(p)),
+                    Err(e) => {
+                        warn!(
+                            partition = %record.key(), error = %e,
+                            "cannot open the partition log; not serving it"
+                        );
+                        None
+                    }
                 }
-            }
-            opened
+            })
         })
         .await;
         info!(partitions = opened.len(), "opened partition logs");
@@ -427,36 +461,7 @@ impl ReplicaManager {
                     }
                 }
             };
-            // Opening a log waits on the disk (a directory fsync for a new
-            // one, reads and checks for an existing one): many at once go
-            // over a few threads.
-            let threads = OPEN_THREADS
-                .min(opens.len().div_ceil(OPEN_PER_THREAD))
-                .max(1);
-            let chunk = opens.len().div_ceil(threads).max(1);
-            let results: Vec<(Arc<Partition>, _)> = if threads == 1 {
-                opens.iter().filter_map(open_one).collect()
-            } else {
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = opens
-                        .chunks(chunk)
-                        .map(|part| {
-                            let open_one = &open_one;
-                            scope
-                                .spawn(move || part.iter().filter_map(open_one).collect::<Vec<_>>())
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .flat_map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                warn!("a thread opening partition logs panicked; its partitions are not served until the next push");
-                                Vec::new()
-                            })
-                        })
-                        .collect()
-                })
-            };
+            let results = par_filter_map(&opens, open_one);
             let mut opened = Vec::with_capacity(results.len());
             let mut changes = Vec::with_capacity(results.len());
             for (p, c) in results {
@@ -670,6 +675,25 @@ async fn blocking<T: Send + Default + 'static>(f: impl FnOnce() -> T + Send + 's
         Err(e) => {
             warn!(error = %e, "blocking replica work failed");
             T::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod par_tests {
+    use super::*;
+
+    #[test]
+    fn par_filter_map_keeps_order_and_filters_at_every_size() {
+        for n in [0usize, 1, 31, 32, 33, 200, 1_000] {
+            let items: Vec<usize> = (0..n).collect();
+            let got = par_filter_map(&items, |i| (i % 3 != 0).then_some(i * 2));
+            let want: Vec<usize> = items
+                .iter()
+                .filter(|i| *i % 3 != 0)
+                .map(|i| i * 2)
+                .collect();
+            assert_eq!(got, want, "n={n}");
         }
     }
 }

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the fault-injection suite (tests/tests/faults.rs) with a long or a
-# replayed schedule. CI runs the short default (a 60 s fault phase) as part
+# replayed schedule. CI runs the short default (a 105 s fault phase) as part
 # of `cargo nextest run --workspace`; this script is for the long runs and
 # for replaying a failure. See docs/RELIABILITY.md.
 #
-#   scripts/faults.sh                      # 60 s fault phase, fresh seed
+#   scripts/faults.sh                      # 105 s fault phase, fresh seed
 #   scripts/faults.sh --duration 30m       # a long schedule
 #   scripts/faults.sh --seed 42 --duration 120s   # replay a run
 #   scripts/faults.sh --strict             # known product bugs fail too

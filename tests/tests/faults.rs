@@ -8,13 +8,20 @@
 //! the partitions and recording every acknowledgement; a group of 2
 //! members consuming with auto-commit every 500 ms and recording their
 //! assignments, deliveries and acknowledged commits; a sampler describing
-//! the group's committed offsets every 500 ms. Faults (one at a time):
-//! kill -9 and restart of an agent, a coordinator or an etcd member, and
-//! SIGSTOP of an agent for longer than the broker session timeout.
+//! the group's committed offsets every 500 ms; a sampler asking every
+//! coordinator every 250 ms whether it is active, and at which epoch.
+//! Faults (one at a time): kill -9 and restart of an agent, a coordinator
+//! or an etcd member; SIGSTOP/SIGCONT of an agent (past the broker
+//! session), a coordinator (past its lease) or an etcd member; a full disk
+//! on agent 1 (its data dir is a tmpfs, filled by a ballast file); a
+//! network partition isolating agent 3 (it runs in its own network
+//! namespace); and, in the same rounds, a reassignment of one partition to
+//! a rotation of its replicas with a preferred-leader election (the leader
+//! moves under acks=all production).
 //!
 //! Knobs (see docs/RELIABILITY.md): `BALLAST_FAULTS_SEED` replays a run,
-//! `BALLAST_FAULTS_DURATION` sets the fault phase (default 60 s; the whole
-//! test stays under ~3 minutes), `BALLAST_FAULTS_STRICT=1` also fails on
+//! `BALLAST_FAULTS_DURATION` sets the fault phase (default 105 s, enough
+//! for seed 1 to try every kind; the whole test stays around 2 minutes), `BALLAST_FAULTS_STRICT=1` also fails on
 //! properties marked as known product bugs. A failure prints the seed and
 //! the command that replays it, and copies the processes' logs and the
 //! history under `target/tmp/faults-<seed>/`.
@@ -27,6 +34,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ballast_client::admin::{
+    AdminClient, AdminOptions, ExecuteReassignmentRequest, ReassignmentPartition,
+};
 use ballast_client::consumer::{Consumer, ConsumerConfig, StartPosition};
 use ballast_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use ballast_client::{
@@ -34,14 +44,15 @@ use ballast_client::{
     RebalanceEvent, RebalanceListener,
 };
 use ballast_proto::v1::{self as pb};
-use ballast_tests::cluster::on_active;
+use ballast_tests::cluster::{admin, find_active, on_active};
 use ballast_tests::faults::check::{self, healed};
 use ballast_tests::faults::cluster::FaultCluster;
 use ballast_tests::faults::history::{
-    Ack, Change, Commit, Delivery, HealthSample, History, OffsetSample, Ownership, SendFailure,
+    Ack, Change, Commit, CoordinatorSample, Delivery, HealthSample, History, OffsetSample,
+    Ownership, Reassignment, ReassignmentOutcome, SendFailure,
 };
 use ballast_tests::faults::rng::Knobs;
-use ballast_tests::faults::schedule::{Timing, plan};
+use ballast_tests::faults::schedule::{Fault, Shape, Timing, plan};
 use ballast_tests::process::eventually;
 use tokio::task::JoinSet;
 
@@ -298,6 +309,115 @@ async fn sample_offsets(bootstrap: Vec<String>, rec: Recorder, stop: Arc<AtomicB
     }
 }
 
+/// Asks every coordinator every 250 ms whether it is active (no
+/// redirects: each answers for itself; a paused one does not answer).
+async fn sample_coordinators(addresses: Vec<String>, rec: Recorder, stop: Arc<AtomicBool>) {
+    let clients: Vec<_> = addresses.iter().map(|a| admin(a)).collect();
+    while !stop.load(Ordering::SeqCst) {
+        for (i, c) in clients.iter().enumerate() {
+            let sent = rec.now();
+            let mut c = c.clone();
+            let answer = tokio::time::timeout(
+                Duration::from_millis(500),
+                c.get_cluster_info(pb::GetClusterInfoRequest {}),
+            )
+            .await;
+            if let Ok(Ok(info)) = answer {
+                let info = info.into_inner();
+                let answered = rec.now();
+                rec.with(|h| {
+                    h.coordinator_samples.push(CoordinatorSample {
+                        coordinator: i,
+                        sent,
+                        answered,
+                        active: info.active,
+                        epoch: info.coordinator_epoch,
+                    })
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Moves `partition` to a rotation of its replicas (a new preferred
+/// leader), elects the preferred leaders (the leader moves), waits `hold`
+/// and records how the reassignment stands.
+async fn reassign(
+    cluster: &FaultCluster,
+    admin: &AdminClient,
+    partition: i32,
+    hold: Duration,
+    rec: &Recorder,
+) {
+    let at = rec.now();
+    let original = cluster
+        .describe_partitions(Duration::from_secs(5))
+        .await
+        .into_iter()
+        .find(|p| p.topic == TOPIC && p.partition == partition)
+        .map(|p| p.replicas)
+        .unwrap_or_default();
+    let mut target = original.clone();
+    target.rotate_left(1);
+    let accepted = if target.is_empty() {
+        Err("partition not described".to_owned())
+    } else {
+        admin
+            .execute_reassignment(ExecuteReassignmentRequest {
+                partitions: vec![ReassignmentPartition {
+                    topic: TOPIC.into(),
+                    partition,
+                    replicas: target.clone(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.id)
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = &accepted {
+        eprintln!("faults: reassignment of partition {partition} not accepted: {e}");
+    }
+    tokio::time::sleep(hold / 2).await;
+    if accepted.is_ok()
+        && let Err(e) = admin.elect_preferred_leaders(Some(TOPIC)).await
+    {
+        eprintln!("faults: preferred leader election: {e}");
+    }
+    tokio::time::sleep(hold - hold / 2).await;
+    let described = admin.describe_reassignment().await.ok().map(|d| {
+        let p = d
+            .partitions
+            .iter()
+            .find(|p| p.topic == TOPIC && p.partition == partition);
+        ReassignmentOutcome {
+            id: d.id.clone(),
+            state: d.state.clone(),
+            partition_state: p
+                .map(|p| p.state().as_str_name().to_owned())
+                .unwrap_or_default(),
+            replicas: p.map(|p| p.replicas.clone()).unwrap_or_default(),
+        }
+    });
+    if let Some(d) = &described {
+        eprintln!(
+            "faults: reassignment {} is {} (partition {partition}: {}, replicas {:?})",
+            d.id, d.state, d.partition_state, d.replicas
+        );
+    }
+    rec.with(|h| {
+        h.reassignments.push(Reassignment {
+            partition,
+            original,
+            target,
+            at,
+            accepted,
+            described,
+        })
+    });
+}
+
 /// One look at partitions and the group.
 async fn health_sample(cluster: &FaultCluster, admin: &GroupAdmin, at: Duration) -> HealthSample {
     let partitions = cluster.describe_partitions(Duration::from_secs(5)).await;
@@ -409,24 +529,23 @@ fn keep_evidence(cluster: &FaultCluster, history: &History, seed: u64) -> PathBu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_faults_keep_every_property() {
     let knobs = Knobs::from_env().expect("fault knobs");
-    let steps = plan(
-        knobs.seed,
-        knobs.duration,
-        FaultCluster::SHAPE,
-        Timing::DEFAULT,
-    );
-    eprintln!(
-        "faults: seed {} ({}), fault phase {:?}, {} faults",
-        knobs.seed,
-        if knobs.seed_given { "given" } else { "fresh" },
-        knobs.duration,
-        steps.len()
-    );
     eprintln!("faults: {}", knobs.replay_commands());
-
     let mut cluster = FaultCluster::start("faults", WAIT)
         .await
         .expect("cluster starts");
+    let shape = Shape {
+        partitions: PARTITIONS,
+        ..cluster.shape()
+    };
+    let steps = plan(knobs.seed, knobs.duration, shape, Timing::DEFAULT);
+    eprintln!(
+        "faults: seed {} ({}), fault phase {:?}, {} faults over {:?}",
+        knobs.seed,
+        if knobs.seed_given { "given" } else { "fresh" },
+        knobs.duration,
+        steps.len(),
+        shape.kinds()
+    );
     let coordinators = cluster.coordinators().to_vec();
     on_active(&coordinators, WAIT, |mut c| async move {
         c.create_topic(pb::CreateTopicRequest {
@@ -490,6 +609,13 @@ async fn seeded_faults_keep_every_property() {
         rec.clone(),
         stop_consumers.clone(),
     ));
+    let stop_coordinator_sampler = Arc::new(AtomicBool::new(false));
+    let coordinator_sampler = tokio::spawn(sample_coordinators(
+        coordinators.clone(),
+        rec.clone(),
+        stop_coordinator_sampler.clone(),
+    ));
+    let reassigner = AdminClient::connect(coordinators.clone(), AdminOptions::default()).unwrap();
     tokio::time::sleep(WARM_UP).await;
 
     // The fault phase. inject/heal block this task (not the workload's).
@@ -504,16 +630,60 @@ async fn seeded_faults_keep_every_property() {
             step.fault,
             step.hold
         );
-        cluster.inject(step.fault).unwrap_or_else(|e| {
-            panic!("inject {}: {e:#}\n{}", step.fault, knobs.replay_commands())
-        });
+        // A pause of "coordinator i" pauses the active one when there is
+        // one (the schedule cannot know which): the standby must take over
+        // and the paused one must not act after SIGCONT.
+        let fault = match step.fault {
+            Fault::PauseCoordinator(i) => Fault::PauseCoordinator(
+                find_active(&coordinators)
+                    .await
+                    .and_then(|(a, _)| coordinators.iter().position(|c| *c == a))
+                    .unwrap_or(i),
+            ),
+            f => f,
+        };
+        if let (Fault::PauseCoordinator(i), true) = (fault, fault != step.fault) {
+            eprintln!("faults:          (coordinator {} is the active one)", i + 1);
+        }
+        if let Fault::Reassign(p) = step.fault {
+            reassign(&cluster, &reassigner, p, step.hold, &rec).await;
+            let end = rec.now();
+            rec.with(|h| h.faults.push((start, end, step.fault)));
+            continue;
+        }
+        cluster
+            .inject(fault)
+            .unwrap_or_else(|e| panic!("inject {fault}: {e:#}\n{}", knobs.replay_commands()));
         tokio::time::sleep(step.hold).await;
-        if let Err(e) = cluster.heal(step.fault) {
-            eprintln!("faults: healing {} failed: {e:#}", step.fault);
-            heal_errors.push(format!("{}: {e:#}", step.fault));
+        if matches!(
+            step.fault,
+            Fault::FillDisk(_) | Fault::IsolateAgent(_) | Fault::PauseCoordinator(_)
+        ) {
+            // What the fault did, for the log: the ISRs and who is active.
+            let isr: Vec<String> = cluster
+                .describe_partitions(Duration::from_secs(3))
+                .await
+                .iter()
+                .filter(|p| p.topic == TOPIC)
+                .map(|p| format!("{}:{:?}", p.partition, p.isr))
+                .collect();
+            let active = rec.with(|h| {
+                h.coordinator_samples
+                    .iter()
+                    .rev()
+                    .find(|c| c.active)
+                    .map(|c| (c.coordinator + 1, c.epoch))
+            });
+            eprintln!(
+                "faults:          before healing: ISR {isr:?}, active coordinator {active:?}"
+            );
+        }
+        if let Err(e) = cluster.heal(fault) {
+            eprintln!("faults: healing {fault} failed: {e:#}");
+            heal_errors.push(format!("{fault}: {e:#}"));
         }
         let end = rec.now();
-        rec.with(|h| h.faults.push((start, end, step.fault)));
+        rec.with(|h| h.faults.push((start, end, fault)));
     }
     // Heal-all right after the last fault's heal, so that property 4
     // measures the recovery from it.
@@ -552,6 +722,8 @@ async fn seeded_faults_keep_every_property() {
         poll_errors += n.unwrap_or(0);
     }
     let _ = sampler.await;
+    stop_coordinator_sampler.store(true, Ordering::SeqCst);
+    let _ = coordinator_sampler.await;
     read_logs(bootstrap.clone(), &rec).await;
     rec.with(|h| h.end = rec.now());
 

@@ -141,6 +141,55 @@ pub struct HealthSample {
     pub assigned_partitions: usize,
 }
 
+/// One coordinator's answer to `GetClusterInfo` (sampled every 250 ms
+/// from every coordinator, for the fencing checker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorSample {
+    /// Coordinator index.
+    pub coordinator: usize,
+    /// When the request was sent.
+    pub sent: Duration,
+    /// When the answer arrived.
+    pub answered: Duration,
+    /// Whether it said it is the active coordinator.
+    pub active: bool,
+    /// The epoch it named (0 when not active).
+    pub epoch: i64,
+}
+
+/// One reassignment the workload asked for, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    /// Partition of the workload's topic.
+    pub partition: i32,
+    /// The replicas before.
+    pub original: Vec<i32>,
+    /// The replicas asked for.
+    pub target: Vec<i32>,
+    /// When it was asked for.
+    pub at: Duration,
+    /// The reassignment id, or the error the execute call failed with
+    /// (indeterminate: a timeout may still have started it).
+    pub accepted: Result<String, String>,
+    /// The latest reassignment as described after the hold: its id, its
+    /// state (`running`, `completed`, ...) and this partition's move state
+    /// and replicas; `None` when no coordinator answered.
+    pub described: Option<ReassignmentOutcome>,
+}
+
+/// A described reassignment, as far as one partition is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassignmentOutcome {
+    /// Its id.
+    pub id: String,
+    /// `running`, `cancelling`, `completed` or `cancelled`.
+    pub state: String,
+    /// The partition's move state (`Complete`, `Moving`, ...).
+    pub partition_state: String,
+    /// The partition's replicas at the time.
+    pub replicas: Vec<i32>,
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
@@ -177,4 +226,8 @@ pub struct History {
     pub incomplete_reads: BTreeMap<i32, String>,
     /// When the run ended (open ownership intervals end here).
     pub end: Duration,
+    /// Every coordinator's view of who is active, sampled over the run.
+    pub coordinator_samples: Vec<CoordinatorSample>,
+    /// Reassignments asked for during the fault phase.
+    pub reassignments: Vec<Reassignment>,
 }

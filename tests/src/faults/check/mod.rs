@@ -11,14 +11,20 @@
 //! * [`healed`]: within a bound after healing, every partition is back in
 //!   full ISR and the group is stable;
 //! * [`exclusive_ownership`]: no partition is owned by two members of the
-//!   group at once.
+//!   group at once;
+//! * [`coordinator_fencing`]: one active coordinator per epoch, and a
+//!   deposed one (paused past its lease) never claims its old epoch again;
+//! * [`reassigned`]: every accepted reassignment completed or is still
+//!   running.
 //!
 //! Must never do I/O, read a clock or consult anything outside the history.
 
 pub mod acked_present;
 pub mod committed_monotonic;
+pub mod coordinator_fencing;
 pub mod exclusive_ownership;
 pub mod healed;
+pub mod reassigned;
 pub mod single_writer;
 
 use std::collections::BTreeMap;
@@ -104,5 +110,7 @@ pub fn all(history: &crate::faults::history::History, bound: std::time::Duration
         committed_monotonic::check(history),
         healed::check(history, bound),
         exclusive_ownership::check(history),
+        coordinator_fencing::check(history),
+        reassigned::check(history),
     ]
 }

@@ -4,8 +4,8 @@ named seed-*, a few hundred bytes each) into fuzz/corpus/<target>/.
 
     python3 fuzz/seeds.py
 
-Only the standard library: RecordBatch v2 (uncompressed) and CRC-32C are
-built here, so a seed never depends on the code it is meant to test.
+Only the standard library: RecordBatch v2 (uncompressed), CRC-32C and the
+protobuf wire format are built here, so a seed never depends on the code it is meant to test.
 The fuzzers' own finds sit beside these seeds (named by their SHA-1).
 """
 
@@ -87,6 +87,88 @@ def write(target, name, data):
         f.write(data)
 
 
+# Protocol buffers (proto3 wire format), for the grpc_requests seeds.
+def pb_uvarint(n):
+    n &= (1 << 64) - 1  # negative int32/int64: ten bytes, two's complement
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def pb_int(field, n):
+    return pb_uvarint(field << 3) + pb_uvarint(n) if n else b""
+
+
+def pb_bytes(field, data):
+    if isinstance(data, str):
+        data = data.encode()
+    return pb_uvarint(field << 3 | 2) + pb_uvarint(len(data)) + data
+
+
+def pb_packed(field, values):
+    return pb_bytes(field, b"".join(pb_uvarint(v) for v in values)) if values else b""
+
+
+# grpc_requests: the first byte picks the request (fuzz/src/grpc.rs KINDS).
+GRPC_KINDS = {
+    "CreateTopic": 0, "DeleteTopic": 1, "AddPartitions": 2, "ElectPreferredLeaders": 3,
+    "ExecuteReassignment": 4, "FindCoordinatorPartition": 5, "DescribeTopics": 6,
+    "Produce": 7, "Fetch": 8, "ListOffsets": 9, "GroupHeartbeat": 10,
+    "CommitOffsets": 11, "FetchOffsets": 12, "DescribeGroup": 13, "DeleteGroup": 14,
+    "ProposeBalance": 15,
+}
+
+
+def grpc_seeds(one_batch):
+    def w(kind, name, message):
+        write("grpc_requests", name, bytes([GRPC_KINDS[kind]]) + message)
+
+    replica_list = lambda rs: pb_packed(1, rs)  # ReplicaList
+    config = lambda k, v: pb_bytes(5, pb_bytes(1, k) + pb_bytes(2, v))  # map entry
+    w("CreateTopic", "create-placed",
+      pb_bytes(1, "events") + pb_int(2, 6) + pb_int(3, 2)
+      + config("retention.ms", "86400000") + config("cleanup.policy", "compact")
+      + pb_bytes(6, "req-1"))
+    w("CreateTopic", "create-manual",
+      pb_bytes(1, "audit.log") + pb_bytes(4, replica_list([1, 2])) + pb_bytes(4, replica_list([2, 1]))
+      + pb_int(7, 1))
+    w("DeleteTopic", "delete", pb_bytes(1, "orders"))
+    w("AddPartitions", "add-placed", pb_bytes(1, "orders") + pb_int(2, 5))
+    w("AddPartitions", "add-manual", pb_bytes(1, "orders") + pb_int(2, 4) + pb_bytes(3, replica_list([2, 1])))
+    w("ElectPreferredLeaders", "elect", pb_bytes(1, "orders"))
+    part = lambda t, p, rs: pb_bytes(1, pb_bytes(1, t) + pb_int(2, p) + pb_packed(3, rs))
+    w("ExecuteReassignment", "reassign",
+      part("orders", 0, [2, 1]) + part("orders", 1, [1, 3]) + pb_int(2, 1 << 20) + pb_int(5, 1))
+    w("FindCoordinatorPartition", "find-coordinator", pb_bytes(1, "g") + pb_int(2, 50))
+    w("DescribeTopics", "describe", pb_bytes(1, "orders") + pb_int(2, 1))
+    w("Produce", "produce",
+      pb_int(1, -1) + pb_int(2, 30000)
+      + pb_bytes(3, pb_bytes(1, "orders") + pb_int(2, 0) + pb_bytes(3, one_batch)))
+    w("Fetch", "fetch",
+      pb_int(1, -1) + pb_int(3, 500) + pb_int(4, 1) + pb_int(5, 1 << 20)
+      + pb_bytes(6, pb_bytes(1, "orders") + pb_int(3, 5) + pb_int(4, -1) + pb_int(5, -1)))
+    w("ListOffsets", "list-offsets", pb_bytes(1, pb_bytes(1, "orders") + pb_int(3, -2) + pb_int(4, -1)))
+    w("GroupHeartbeat", "heartbeat-join",
+      pb_bytes(1, "g") + pb_bytes(2, "m2") + pb_int(6, 45000) + pb_bytes(7, "orders")
+      + pb_bytes(9, "client-1"))
+    w("GroupHeartbeat", "heartbeat-member",
+      pb_bytes(1, "g") + pb_bytes(2, "m") + pb_int(3, 1) + pb_bytes(7, "orders")
+      + pb_bytes(8, pb_bytes(1, "orders") + pb_packed(2, [0, 1, 2])))
+    w("CommitOffsets", "commit",
+      pb_bytes(1, "g") + pb_bytes(2, "m") + pb_int(3, 1)
+      + pb_bytes(4, pb_bytes(1, "orders") + pb_int(2, 1) + pb_int(3, 42) + pb_int(4, -1) + pb_bytes(5, "meta")))
+    w("FetchOffsets", "fetch-offsets", pb_bytes(1, "g") + pb_bytes(2, pb_bytes(1, "orders") + pb_packed(2, [0, 1])))
+    w("DescribeGroup", "describe-group", pb_bytes(1, "g"))
+    w("DeleteGroup", "delete-group", pb_bytes(1, "g"))
+    w("ProposeBalance", "propose-balance", pb_int(1, 1) + pb_packed(2, [3]))
+
+
 def main():
     one = batch(0, [b"hello"])
     three = batch(0, [b"a", b"bb", b"ccc"], keys=[b"k1", b"k2", None])
@@ -136,6 +218,8 @@ ratio = 0.5
 """,
     )
     write("config_toml", "coordinator", 'etcd = ["http://127.0.0.1:2379"]\nlease-ttl = "10s"\n')
+
+    grpc_seeds(one)
 
 
 if __name__ == "__main__":

@@ -178,8 +178,25 @@ pub(crate) fn counts(state: &ClusterState) -> (u64, u64, u64, u64) {
     (total, offline, under, under_min)
 }
 
-fn replica_lists(lists: &[pb::ReplicaList]) -> Vec<Vec<i32>> {
+/// Replica lists as the planners take them (partition `i` at index `i`).
+pub fn replica_lists(lists: &[pb::ReplicaList]) -> Vec<Vec<i32>> {
     lists.iter().map(|l| l.replicas.clone()).collect()
+}
+
+/// A CreateTopic request as [`crate::state::ClusterState::plan_create_topic`]
+/// takes it (a client never creates an internal topic), and its
+/// `validate_only` flag.
+pub fn create_topic_request(req: pb::CreateTopicRequest) -> (CreateTopic, bool) {
+    let create = CreateTopic {
+        name: req.name,
+        partitions: req.partitions,
+        replication_factor: req.replication_factor,
+        assignments: replica_lists(&req.assignments),
+        configs: req.configs.into_iter().collect::<BTreeMap<_, _>>(),
+        request_id: req.request_id,
+        internal: false,
+    };
+    (create, req.validate_only)
 }
 
 #[tonic::async_trait]
@@ -253,18 +270,9 @@ impl Admin for CoordinatorService {
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
         let term = self.term()?;
-        let req = request.into_inner();
-        let create = CreateTopic {
-            name: req.name,
-            partitions: req.partitions,
-            replication_factor: req.replication_factor,
-            assignments: replica_lists(&req.assignments),
-            configs: req.configs.into_iter().collect::<BTreeMap<_, _>>(),
-            request_id: req.request_id,
-            internal: false,
-        };
+        let (create, validate_only) = create_topic_request(request.into_inner());
         let entry = term
-            .create_topic(create, req.validate_only)
+            .create_topic(create, validate_only)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CreateTopicResponse {

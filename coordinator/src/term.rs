@@ -37,6 +37,8 @@ use crate::writer::{self, WriteError};
 mod balance;
 mod reassign;
 
+pub use reassign::plan_reassignment;
+
 /// Whether the leadership lease is fresh. Shared by the keep-alive task
 /// (which records renewals) and everything that acts.
 #[derive(Debug)]
@@ -226,6 +228,49 @@ fn new_topic_id() -> String {
         out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
     }
     out
+}
+
+/// A planned preferred-leader election: the partitions whose leader moves
+/// (their new states), how many are already led by their preferred replica,
+/// and how many are not eligible (preferred replica fenced or out of sync).
+pub type ElectionPlan = (BTreeMap<(String, i32), PartitionState>, u64, u64);
+
+/// Preferred-leader election planned against `state`, restricted to a
+/// topic and/or to partitions whose preferred leader is one of `brokers`:
+/// (partition changes, already preferred, not eligible). Refuses an unknown
+/// topic; no I/O.
+pub fn plan_preferred_election(
+    state: &ClusterState,
+    topic: Option<&str>,
+    brokers: Option<&[i32]>,
+) -> Result<ElectionPlan, ServiceError> {
+    if let Some(t) = topic
+        && !state.topics.contains_key(t)
+    {
+        return Err(AdminError::UnknownTopic(t.to_owned()).into());
+    }
+    let mut changes = BTreeMap::new();
+    let (mut already, mut not_eligible) = (0u64, 0u64);
+    for (name, entry) in &state.topics {
+        if topic.is_some_and(|t| t != name) {
+            continue;
+        }
+        for (p, s) in entry.partitions.iter().enumerate() {
+            if let Some(brokers) = brokers
+                && !s.replicas.first().is_some_and(|b| brokers.contains(b))
+            {
+                continue;
+            }
+            if s.replicas.first() == Some(&s.leader) {
+                already += 1;
+            } else if let Some(next) = partition::elect_preferred(s, |b| state.is_live(b)) {
+                changes.insert((name.clone(), p as i32), next);
+            } else {
+                not_eligible += 1;
+            }
+        }
+    }
+    Ok((changes, already, not_eligible))
 }
 
 impl Term {
@@ -522,36 +567,8 @@ impl Term {
         brokers: Option<&[i32]>,
     ) -> Result<(u64, u64, u64), ServiceError> {
         let _w = self.write.lock().await;
-        let (changes, already, not_eligible) = {
-            let state = self.state();
-            if let Some(t) = topic
-                && !state.topics.contains_key(t)
-            {
-                return Err(AdminError::UnknownTopic(t.to_owned()).into());
-            }
-            let mut changes = BTreeMap::new();
-            let (mut already, mut not_eligible) = (0u64, 0u64);
-            for (name, entry) in &state.topics {
-                if topic.is_some_and(|t| t != name) {
-                    continue;
-                }
-                for (p, s) in entry.partitions.iter().enumerate() {
-                    if let Some(brokers) = brokers
-                        && !s.replicas.first().is_some_and(|b| brokers.contains(b))
-                    {
-                        continue;
-                    }
-                    if s.replicas.first() == Some(&s.leader) {
-                        already += 1;
-                    } else if let Some(next) = partition::elect_preferred(s, |b| state.is_live(b)) {
-                        changes.insert((name.clone(), p as i32), next);
-                    } else {
-                        not_eligible += 1;
-                    }
-                }
-            }
-            (changes, already, not_eligible)
-        };
+        let (changes, already, not_eligible) =
+            plan_preferred_election(&self.state(), topic, brokers)?;
         let elected = self.apply_partition_changes(changes).await? as u64;
         Ok((elected, already, not_eligible))
     }

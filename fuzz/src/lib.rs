@@ -9,6 +9,10 @@ use std::sync::{Mutex, OnceLock};
 use ballast_broker_agent::log::{LogConfig, LogError, PartitionLog};
 use ballast_record::{BatchHeader, split_batches, validate_for_append};
 
+/// gRPC requests through the servers' validation (`grpc_requests`).
+pub mod grpc;
+pub use grpc::grpc_requests;
+
 /// The command line's pure input parsers, compiled as they are.
 #[path = "../../cli/src/inputs.rs"]
 pub mod inputs;

@@ -124,6 +124,96 @@ fn new_id() -> String {
     format!("{}-{:08x}", now_ms(), super::random_u64() as u32)
 }
 
+/// Validates an ExecuteReassignment request against `state` and plans it:
+/// the reassignment to persist, the id of the previous one (whose plan
+/// chunks go), and the answer. Refuses with `ReassignmentInProgress` or
+/// `InvalidPlan` (every problem listed); no I/O. Zero limits in the request
+/// take the given defaults (the coordinator's config).
+pub fn plan_reassignment(
+    state: &ClusterState,
+    req: &pb::ExecuteReassignmentRequest,
+    default_max_moves_per_broker: u32,
+    default_max_moves: u32,
+) -> Result<
+    (
+        Reassignment,
+        Option<String>,
+        pb::ExecuteReassignmentResponse,
+    ),
+    ServiceError,
+> {
+    if let Some(r) = state.reassignment.as_ref().filter(|r| r.is_active()) {
+        return Err(ServiceError::ReassignmentInProgress(r.record.id.clone()));
+    }
+    let plan: Vec<PartitionReplicas> = req
+        .partitions
+        .iter()
+        .map(|p| PartitionReplicas {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            replicas: p.replicas.clone(),
+        })
+        .collect();
+    let topics: BTreeMap<String, Vec<Vec<i32>>> = state
+        .topics
+        .iter()
+        .filter(|(name, _)| plan.iter().any(|p| &p.topic == *name))
+        .map(|(name, e)| {
+            (
+                name.clone(),
+                e.partitions.iter().map(|s| s.replicas.clone()).collect(),
+            )
+        })
+        .collect();
+    let brokers: BTreeSet<i32> = state.brokers.keys().copied().collect();
+    if let Err(problems) = validate_plan(&plan, &topics, &brokers) {
+        return Err(ServiceError::InvalidPlan(
+            problems.iter().map(ToString::to_string).collect(),
+        ));
+    }
+    let mut targets = Vec::with_capacity(plan.len());
+    let (mut moving, mut moves, mut unchanged) = (0u32, 0u32, 0u32);
+    for p in plan {
+        let current = partition_of(state, &p.topic, p.partition)
+            .map(|s| s.replicas.clone())
+            .unwrap_or_default();
+        if current == p.replicas {
+            unchanged += 1;
+        } else {
+            moving += 1;
+            moves += p.replicas.iter().filter(|b| !current.contains(b)).count() as u32;
+        }
+        targets.push(Target {
+            topic: p.topic,
+            partition: p.partition,
+            target: p.replicas,
+            original: current,
+        });
+    }
+    let pick = |given: u32, default: u32| if given == 0 { default } else { given };
+    let record = ReassignmentRecord {
+        id: new_id(),
+        state: ReassignmentState::Running as i32,
+        throttle_bytes_per_sec: req.throttle_bytes_per_sec,
+        max_moves_per_broker: pick(req.max_moves_per_broker, default_max_moves_per_broker),
+        max_moves: pick(req.max_moves, default_max_moves),
+        created_ms: now_ms(),
+        finished_ms: 0,
+        chunks: targets
+            .len()
+            .div_ceil(crate::reassignment::TARGETS_PER_CHUNK) as u32,
+        partitions: targets.len() as u32,
+    };
+    let response = pb::ExecuteReassignmentResponse {
+        id: record.id.clone(),
+        partitions: moving,
+        replica_moves: moves,
+        unchanged,
+    };
+    let previous = state.reassignment.as_ref().map(|r| r.record.id.clone());
+    Ok((Reassignment { record, targets }, previous, response))
+}
+
 impl Term {
     /// Accept a plan: validate it whole, persist it, then start moving.
     pub async fn execute_reassignment(
@@ -132,83 +222,12 @@ impl Term {
     ) -> Result<pb::ExecuteReassignmentResponse, ServiceError> {
         self.ensure_fresh()?;
         let _w = self.write.lock().await;
-        let (next, previous_id, response) = {
-            let state = self.state();
-            if let Some(r) = state.reassignment.as_ref().filter(|r| r.is_active()) {
-                return Err(ServiceError::ReassignmentInProgress(r.record.id.clone()));
-            }
-            let plan: Vec<PartitionReplicas> = req
-                .partitions
-                .iter()
-                .map(|p| PartitionReplicas {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    replicas: p.replicas.clone(),
-                })
-                .collect();
-            let topics: BTreeMap<String, Vec<Vec<i32>>> = state
-                .topics
-                .iter()
-                .filter(|(name, _)| plan.iter().any(|p| &p.topic == *name))
-                .map(|(name, e)| {
-                    (
-                        name.clone(),
-                        e.partitions.iter().map(|s| s.replicas.clone()).collect(),
-                    )
-                })
-                .collect();
-            let brokers: BTreeSet<i32> = state.brokers.keys().copied().collect();
-            if let Err(problems) = validate_plan(&plan, &topics, &brokers) {
-                return Err(ServiceError::InvalidPlan(
-                    problems.iter().map(ToString::to_string).collect(),
-                ));
-            }
-            let mut targets = Vec::with_capacity(plan.len());
-            let (mut moving, mut moves, mut unchanged) = (0u32, 0u32, 0u32);
-            for p in plan {
-                let current = partition_of(&state, &p.topic, p.partition)
-                    .map(|s| s.replicas.clone())
-                    .unwrap_or_default();
-                if current == p.replicas {
-                    unchanged += 1;
-                } else {
-                    moving += 1;
-                    moves += p.replicas.iter().filter(|b| !current.contains(b)).count() as u32;
-                }
-                targets.push(Target {
-                    topic: p.topic,
-                    partition: p.partition,
-                    target: p.replicas,
-                    original: current,
-                });
-            }
-            let pick = |given: u32, default: u32| if given == 0 { default } else { given };
-            let record = ReassignmentRecord {
-                id: new_id(),
-                state: ReassignmentState::Running as i32,
-                throttle_bytes_per_sec: req.throttle_bytes_per_sec,
-                max_moves_per_broker: pick(
-                    req.max_moves_per_broker,
-                    self.config.reassignment_max_moves_per_broker,
-                ),
-                max_moves: pick(req.max_moves, self.config.reassignment_max_moves),
-                created_ms: now_ms(),
-                finished_ms: 0,
-                chunks: targets
-                    .len()
-                    .div_ceil(crate::reassignment::TARGETS_PER_CHUNK)
-                    as u32,
-                partitions: targets.len() as u32,
-            };
-            let response = pb::ExecuteReassignmentResponse {
-                id: record.id.clone(),
-                partitions: moving,
-                replica_moves: moves,
-                unchanged,
-            };
-            let previous = state.reassignment.as_ref().map(|r| r.record.id.clone());
-            (Reassignment { record, targets }, previous, response)
-        };
+        let (next, previous_id, response) = plan_reassignment(
+            &self.state(),
+            &req,
+            self.config.reassignment_max_moves_per_broker,
+            self.config.reassignment_max_moves,
+        )?;
         if req.validate_only {
             return Ok(response);
         }

@@ -456,7 +456,9 @@ impl DataService {
 /// Checks a produce request's batches before anything is written: CRC and
 /// structure (CORRUPT_MESSAGE), size (RECORD_TOO_LARGE), compression
 /// (INVALID_REQUEST: only uncompressed batches are accepted for now).
-fn validate_batches(bytes: &[u8], max_message_bytes: usize) -> Result<(), ReplicaError> {
+/// Public (re-exported at the crate root) so that the fuzzer runs this very
+/// gate.
+pub fn validate_batches(bytes: &[u8], max_message_bytes: usize) -> Result<(), ReplicaError> {
     if bytes.is_empty() {
         return Err(ReplicaError::InvalidRequest("no record batches".to_owned()));
     }

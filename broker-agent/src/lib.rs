@@ -43,6 +43,9 @@ pub mod replica;
 mod service;
 mod state;
 
+/// The produce gate (`data.rs`), for the fuzzer.
+pub use data::validate_batches;
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;

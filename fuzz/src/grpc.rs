@@ -14,9 +14,9 @@
 //!   `fetch_offsets`, `describe_group`, `delete_group`, on a shard holding
 //!   one stable group;
 //! * agent (Data): Produce through the request-level checks of
-//!   `produce_inner` (size, acks) and the batch gate `validate_batches`,
-//!   both private to `broker-agent/src/data.rs` (module `data` is private
-//!   to the crate), so restated here ([`crate::agent_accepts`]); Fetch and
+//!   `produce_inner` (size, acks; restated here, private to
+//!   `broker-agent/src/data.rs`) and the agent's own batch gate
+//!   `ballast_broker_agent::validate_batches` ([`crate::agent_accepts`]); Fetch and
 //!   ListOffsets decode only (their checks need a hosted partition).
 //!
 //! Each must end in a value or a named error. Checked where cheap: an
@@ -283,8 +283,8 @@ pub fn grpc_requests(data: &[u8]) {
             let Ok(req) = pb::ProduceRequest::decode(bytes) else {
                 return;
             };
-            // produce_inner's request-level refusals, then each partition's
-            // batch gate (restated: both are private to data.rs).
+            // produce_inner's request-level refusals (restated: private to
+            // data.rs), then each partition's batch gate (the agent's own).
             let size: usize = req.partitions.iter().map(|p| p.records.len()).sum();
             if size > 64 << 20 || !matches!(req.acks, -1..=1) {
                 return;

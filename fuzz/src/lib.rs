@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use ballast_broker_agent::log::{LogConfig, LogError, PartitionLog};
-use ballast_record::{BatchHeader, split_batches, validate_for_append};
+use ballast_record::BatchHeader;
 
 /// gRPC requests through the servers' validation (`grpc_requests`).
 pub mod grpc;
@@ -31,23 +31,10 @@ fn shared_log() -> &'static Mutex<(tempfile::TempDir, PartitionLog)> {
     })
 }
 
-/// The agent's produce gate, `validate_batches` in
-/// `broker-agent/src/data.rs` (private, so restated here over the same
-/// public functions; keep the two in step): true when the agent hands the
-/// bytes to the log.
+/// The agent's produce gate (`ballast_broker_agent::validate_batches`, the
+/// function the agent runs): true when the agent hands the bytes to the log.
 pub fn agent_accepts(bytes: &[u8], max_message_bytes: usize) -> bool {
-    if bytes.is_empty() {
-        return false;
-    }
-    for batch in split_batches(bytes) {
-        let Ok((h, b)) = batch else {
-            return false;
-        };
-        if h.total_len() > max_message_bytes || validate_for_append(b).is_err() {
-            return false;
-        }
-    }
-    true
+    ballast_broker_agent::validate_batches(bytes, max_message_bytes).is_ok()
 }
 
 /// Every batch in `records` verifies (CRC) and they tile it exactly.

@@ -78,26 +78,33 @@
 //! exists.
 //!
 //! # Disk ([`Goal::Disk`])
-//! Removed brokers are drained first (each replica to the valid target with
-//! the fewest bytes). Then each target holding more than the mean plus the
-//! tolerance (5 % of the mean, at least half the largest partition), fullest
-//! first, sheds its replicas largest first — skipping one that would take it
-//! below the mean minus the tolerance — each to the emptiest target allowed
-//! (not already a replica, rack rule as above) that stays within the mean
-//! plus the tolerance, until it is within it. Then each target above the
-//! mean, fullest first, gives its largest replicas that keep it at or above
-//! the mean to the emptiest target allowed while that one is below the mean
-//! minus the tolerance (and stays within the mean plus it). Last, targets
-//! the rack rule left above the mean plus the tolerance give to the
-//! emptiest target allowed as long as it stays below the giver (each such
-//! move lowers Σ bytes²). Each replica is looked at once per pass.
-//! Largest first keeps the number of moves low; the bytes
-//! moved stay close to the bound below because brokers give little more
-//! than their excess. The lower
-//! bound on bytes moved, for any result with every target within the
-//! tolerance, is the larger of what must leave
-//! (`Σ bytes on removed + Σ_b max(0, bytes_b − mean − tolerance)`) and what
-//! must arrive (`Σ_b max(0, mean − tolerance − bytes_b)`).
+//! Balanced on disk means every target within a byte band `[τ_b − δ, τ_b +
+//! δ]` (`rebalance/disk_target.rs`): `τ_b` water-filled over rack byte
+//! capacities as the replica counts are (a rack holds at most one replica
+//! of each partition, so a big rack's brokers aim lower and the others
+//! higher; without racks `τ_b` is the mean), `δ` the tolerance (5 % of the
+//! mean, at least half the largest partition). Removed brokers are drained
+//! first (each replica to the valid target furthest below its aim). Then
+//! each target above its band, furthest above its aim first, sheds its
+//! replicas largest first — skipping one that would take it below its band
+//! — each to the target allowed (not already a replica, rack rule as
+//! above) furthest below its aim that stays within its band, until it is
+//! within it. Then each target above its aim gives its largest replicas
+//! that keep it at or above its aim to the target allowed furthest below
+//! its aim while that one is below its band (and stays within it). Then
+//! targets the rack rule left above their band give to the target allowed
+//! as long as it stays below the giver relative to their aims (each such
+//! move lowers Σ (bytes − τ)²). Each replica is looked at once per pass;
+//! the three passes repeat, at most 8 times (`ROUNDS`), while a target is
+//! outside its band and a round moved something (on uneven racks a hot
+//! broker's partitions that already use the big racks can only go to other
+//! hot racks, which must then shed again in the next round). Largest first
+//! keeps the number of moves low; the bytes moved stay close to the bound
+//! because brokers give little more than their excess. The lower bound on
+//! bytes moved, for any result with every target within its band, is the
+//! larger of a byte bound (what removed brokers, brokers and racks hold
+//! beyond what they may keep) and a rack flow bound in bytes (every byte a
+//! rack must receive); see `rebalance/disk_target.rs` for both proofs.
 //!
 //! Replicas on brokers absent from the broker list (e.g. fenced brokers that
 //! are not being drained) stay where they are and count for nobody.
@@ -111,6 +118,7 @@ use crate::error::Error;
 use crate::placement::BrokerMetadata;
 use crate::reassign::PartitionReplicas;
 
+mod disk_target;
 mod target;
 
 /// What to even out.
@@ -176,9 +184,10 @@ pub struct BalancePlan {
     /// ([`lower_bound_moves`]; for the disk goal, which has no replica-count
     /// target, the replicas on removed brokers).
     pub lower_bound_moves: usize,
-    /// Fewest bytes moved (the disk goal's bound; the replicas goal's moves
-    /// are not chosen by size, so for it this is the bytes of the removed
-    /// brokers only).
+    /// Fewest bytes moved (the disk goal's bound, [`lower_bound_bytes`]:
+    /// rack-aware, for any result with every target within its byte band;
+    /// the replicas goal's moves are not chosen by size, so for it this is
+    /// the bytes of the removed brokers only).
     pub lower_bound_bytes: u64,
     /// Partitions whose preferred leader changes.
     pub leader_changes: usize,
@@ -376,6 +385,37 @@ pub fn balanced_ranges(req: &BalanceRequest<'_>) -> Result<BTreeMap<i32, (usize,
     let ctx = context(req)?;
     let replicas = req.partitions.iter().map(|p| &p.replicas[..]);
     Ok(target::target(&ctx, replicas).range.into_iter().collect())
+}
+
+/// The fewest bytes any balanced result of the disk goal moves: the bound
+/// [`propose_balance`] reports as `lower_bound_bytes` for the disk goal.
+/// On racks, "balanced" is every target within a byte band around its
+/// water-filled aim (`rebalance/disk_target.rs`: the definition and the
+/// proof). Errors as [`propose_balance`].
+pub fn lower_bound_bytes(req: &BalanceRequest<'_>) -> Result<u64, Error> {
+    let ctx = context(req)?;
+    let (replicas, sizes) = lists(req);
+    Ok(disk_target::disk_target(&ctx, &replicas, &sizes).bound)
+}
+
+/// Per target broker, the range of bytes a balanced result of the disk goal
+/// gives it (`rebalance/disk_target.rs`). Errors as [`propose_balance`].
+pub fn balanced_byte_ranges(req: &BalanceRequest<'_>) -> Result<BTreeMap<i32, (u64, u64)>, Error> {
+    let ctx = context(req)?;
+    let (replicas, sizes) = lists(req);
+    let t = disk_target::disk_target(&ctx, &replicas, &sizes);
+    Ok(t.band
+        .into_iter()
+        .map(|(b, (l, _, u))| (b, (l, u)))
+        .collect())
+}
+
+/// Replica lists and sizes of a request's partitions.
+fn lists(req: &BalanceRequest<'_>) -> (Vec<Vec<i32>>, Vec<u64>) {
+    req.partitions
+        .iter()
+        .map(|p| (p.replicas.clone(), p.size_bytes))
+        .unzip()
 }
 
 /// Checks a request and builds the context the steps share.
@@ -1190,45 +1230,41 @@ fn balance_leaders(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) {
     }
 }
 
+/// Rounds of the disk goal's passes: a pass can leave a broker over its
+/// band because another was full when it was looked at, which the next
+/// round sees.
+const ROUNDS: usize = 8;
+
 /// The disk step; returns the lower bound of bytes moved.
 fn balance_disk(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> u64 {
     let sizes: Vec<u64> = ctx.req.partitions.iter().map(|p| p.size_bytes).collect();
+    // Each target's band (`rebalance/disk_target.rs`): `(lo, τ, hi)`.
+    let aim = disk_target::disk_target(ctx, replicas, &sizes);
+    let band = &aim.band;
     let mut bytes: HashMap<i32, u64> = ctx.targets.iter().map(|b| (*b, 0)).collect();
-    let mut removed_bytes = 0u64;
     let mut on: HashMap<i32, Vec<usize>> = HashMap::new();
     for (i, r) in replicas.iter().enumerate() {
         for b in r {
             if let Some(v) = bytes.get_mut(b) {
                 *v += sizes[i];
                 on.entry(*b).or_default().push(i);
-            } else if ctx.removed.contains(b) {
-                removed_bytes += sizes[i];
             }
         }
     }
-    let total: u64 = bytes.values().sum::<u64>() + removed_bytes;
-    let mean = total / ctx.targets.len() as u64;
-    let largest = sizes.iter().copied().max().unwrap_or(0);
-    let tolerance = (mean / 20).max(largest / 2);
-    // Any result with every target within the tolerance moves at least
-    // this much: brokers above it must give their excess, and those below
-    // mean − tolerance must receive their deficit.
-    let give = removed_bytes
-        + bytes
-            .values()
-            .map(|v| v.saturating_sub(mean + tolerance))
-            .sum::<u64>();
-    let take = bytes
-        .values()
-        .map(|v| mean.saturating_sub(tolerance).saturating_sub(*v))
-        .sum::<u64>();
-    let lower_bound = give.max(take);
-    let mut by_bytes: Ranked<'_, u64> = Ranked::new(ctx);
-    for (b, v) in &bytes {
-        by_bytes.insert(ctx, *b, *v);
+    // Brokers are ranked by bytes above their aim (shifted to stay
+    // unsigned): the emptiest is the one furthest below its τ.
+    let top = band.values().map(|v| v.1).max().unwrap_or(0);
+    let shift: HashMap<i32, u64> = band.iter().map(|(b, v)| (*b, top - v.1)).collect();
+    let mut load = Load {
+        bytes,
+        shift,
+        ranked: Ranked::new(ctx),
+    };
+    for (b, v) in &load.bytes {
+        load.ranked.insert(ctx, *b, v + load.shift[b]);
     }
-    // Drain removed brokers: each replica to the valid target with the
-    // fewest bytes.
+    // Drain removed brokers: each replica to the valid target furthest
+    // below its aim.
     for i in 0..replicas.len() {
         for slot in 0..replicas[i].len() {
             if !ctx.removed.contains(&replicas[i][slot]) {
@@ -1236,7 +1272,7 @@ fn balance_disk(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> u64 {
             }
             let keep = must_keep_rack(ctx, &replicas[i], slot);
             let r = &replicas[i];
-            let pick = |unused: bool| by_bytes.best(ctx, r, slot, unused);
+            let pick = |unused: bool| load.ranked.best(ctx, r, slot, unused);
             let chosen = if ctx.racks {
                 pick(true).or_else(|| if keep { None } else { pick(false) })
             } else {
@@ -1245,126 +1281,184 @@ fn balance_disk(ctx: &Ctx<'_>, replicas: &mut [Vec<i32>]) -> u64 {
             .or_else(|| pick(false));
             if let Some(b) = chosen {
                 replicas[i][slot] = b;
-                place(ctx, &mut by_bytes, &mut bytes, b, sizes[i] as i64);
+                load.place(ctx, b, sizes[i] as i64);
                 on.entry(b).or_default().push(i);
             }
         }
     }
-    let (low_mark, high_mark) = (mean.saturating_sub(tolerance), mean + tolerance);
-    // Each broker above mean + tolerance, fullest first, sheds its largest
-    // replicas that do not take it below mean − tolerance, each to the
-    // emptiest broker allowed that stays within mean + tolerance.
-    shed(
-        ctx,
-        replicas,
-        &sizes,
-        &mut on,
-        &mut by_bytes,
-        &mut bytes,
-        |x| x > high_mark,
-        |x, s| x - s >= low_mark,
-        |_, y, s| y + s <= high_mark,
-    );
-    // Then each broker above the mean, fullest first, gives its largest
-    // replicas that keep it at or above the mean to the emptiest broker
-    // allowed, while that one is below mean − tolerance and stays within
-    // mean + tolerance.
-    shed(
-        ctx,
-        replicas,
-        &sizes,
-        &mut on,
-        &mut by_bytes,
-        &mut bytes,
-        |x| x > mean,
-        |x, s| x - s >= mean,
-        |_, y, s| y < low_mark && y + s <= high_mark,
-    );
-    // When the rack rule leaves brokers above mean + tolerance (uneven
-    // racks: no broker within the tolerance may take their replicas), they
-    // spread what is left to the emptiest broker allowed, as long as it
-    // stays below the donor (each move lowers Σ bytes², so the spread
-    // only improves).
-    shed(
-        ctx,
-        replicas,
-        &sizes,
-        &mut on,
-        &mut by_bytes,
-        &mut bytes,
-        |x| x > high_mark,
-        |x, s| x - s >= low_mark,
-        |x, y, s| y + s < x,
-    );
-    lower_bound
+    let lo = |b: i32| band[&b].0;
+    let mid = |b: i32| band[&b].1;
+    let hi = |b: i32| band[&b].2;
+    for _ in 0..ROUNDS {
+        let mut moved = 0;
+        // Each broker above its band, fullest first, sheds its largest
+        // replicas that do not take it below the band, each to the broker
+        // allowed furthest below its aim that stays within its band.
+        moved += shed(
+            ctx,
+            replicas,
+            &sizes,
+            &mut on,
+            &mut load,
+            |b, x| x > hi(b),
+            |b, x, s| x - s >= lo(b),
+            |_, _, c, y, s| y + s <= hi(c),
+        );
+        // Then each broker above its aim, fullest first, gives its largest
+        // replicas that keep it at or above its aim to the broker allowed
+        // furthest below its aim, while that one is below its band and stays
+        // within it.
+        // (Skipped when no broker is below its band: nothing to fill.)
+        let short_now = load.bytes.iter().any(|(b, v)| *v < lo(*b));
+        moved += shed(
+            ctx,
+            replicas,
+            &sizes,
+            &mut on,
+            &mut load,
+            |b, x| short_now && x > mid(b),
+            |b, x, s| x - s >= mid(b),
+            |_, _, c, y, s| y < lo(c) && y + s <= hi(c),
+        );
+        // When the rack rule leaves brokers above their band (no broker within
+        // its band may take their replicas), they spread what is left to the
+        // broker allowed furthest below its aim, as long as it stays below the
+        // donor relative to their aims (each move lowers Σ (bytes − τ)², so
+        // the spread only improves).
+        moved += shed(
+            ctx,
+            replicas,
+            &sizes,
+            &mut on,
+            &mut load,
+            |b, x| x > hi(b),
+            |b, x, s| x - s >= lo(b),
+            |d, x, c, y, s| (y + s) as i128 - (mid(c) as i128) < x as i128 - mid(d) as i128,
+        );
+        let within = load
+            .bytes
+            .iter()
+            .all(|(b, v)| (lo(*b)..=hi(*b)).contains(v));
+        if moved == 0 || within {
+            break;
+        }
+    }
+    aim.bound
 }
 
-/// One shedding pass of the disk goal: brokers, fullest first, while
-/// `go(bytes)` holds, offer their replicas largest first (`give(bytes,
-/// size)` says whether the donor may part with one) to the emptiest
-/// broker the rules allow (`take(donor's bytes, its bytes, size)` says
-/// whether it may take it). Each replica is looked at once, and each
-/// look is one [`Ranked::best`]: O(replicas · RF · min(racks, largest
-/// rack) · log) for the pass, whatever the racks.
+/// Bytes per target, and the targets ranked by bytes above their aim.
+struct Load<'a> {
+    bytes: HashMap<i32, u64>,
+    /// Added to a broker's bytes for its rank: the largest aim less its own.
+    shift: HashMap<i32, u64>,
+    ranked: Ranked<'a, u64>,
+}
+
+impl<'a> Load<'a> {
+    /// Broker `b` gains (or, negative, loses) `delta` bytes.
+    fn place(&mut self, ctx: &Ctx<'a>, b: i32, delta: i64) {
+        let v = self.bytes[&b];
+        let sh = self.shift[&b];
+        self.ranked.remove(ctx, b, v + sh);
+        let nv = v.saturating_add_signed(delta);
+        self.bytes.insert(b, nv);
+        self.ranked.insert(ctx, b, nv + sh);
+    }
+}
+
+/// One shedding pass of the disk goal: brokers, fullest above their aim
+/// first, while `go(broker, bytes)` holds, offer their replicas largest
+/// first (`give(broker, bytes, size)` says whether the donor may part with
+/// one) to the broker the rules allow furthest below its aim (`take(donor,
+/// its bytes, broker, its bytes, size)` says whether it may take it). Each
+/// replica is looked at once, and each look is one [`Ranked::best`]:
+/// O(replicas · RF · min(racks, largest rack) · log) for the pass, whatever
+/// the racks.
 #[allow(clippy::too_many_arguments)]
 fn shed<'a>(
     ctx: &Ctx<'a>,
     replicas: &mut [Vec<i32>],
     sizes: &[u64],
     on: &mut HashMap<i32, Vec<usize>>,
-    by_bytes: &mut Ranked<'a, u64>,
-    bytes: &mut HashMap<i32, u64>,
-    go: impl Fn(u64) -> bool,
-    give: impl Fn(u64, u64) -> bool,
-    take: impl Fn(u64, u64, u64) -> bool,
-) {
-    let mut donors: Vec<(u64, i32)> = bytes
+    load: &mut Load<'a>,
+    go: impl Fn(i32, u64) -> bool,
+    give: impl Fn(i32, u64, u64) -> bool,
+    take: impl Fn(i32, u64, i32, u64, u64) -> bool,
+) -> usize {
+    let mut donors: Vec<(u64, i32)> = load
+        .bytes
         .iter()
-        .filter(|(_, v)| go(**v))
-        .map(|(b, v)| (*v, *b))
+        .filter(|(b, v)| go(**b, **v))
+        .map(|(b, v)| (*v + load.shift[b], *b))
         .collect();
     donors.sort_unstable_by(|a, b| b.cmp(a));
+    let mut moved = 0;
     for (_, x) in donors {
-        let mut mine: Vec<usize> = on.get(&x).cloned().unwrap_or_default();
+        // What `x` holds now (moved-away entries pruned), largest first;
+        // `x` only loses replicas in its turn, so the list is put back.
+        let mut mine = std::mem::take(on.entry(x).or_default());
+        mine.retain(|&i| replicas[i].contains(&x));
         mine.sort_by_key(|&i| (Reverse(sizes[i]), i));
-        for i in mine {
-            let bx = bytes[&x];
-            if !go(bx) {
+        mine.dedup();
+        let mut failed: HashMap<Vec<&str>, (i32, u64)> = HashMap::new();
+        for &i in &mine {
+            let bx = load.bytes[&x];
+            if !go(x, bx) {
                 break;
             }
             let s = sizes[i];
-            if s == 0 || s > bx || !give(bx, s) {
+            if s == 0 || s > bx || !give(x, bx, s) {
+                continue;
+            }
+            // `take` only gets harder further from the top of the ranking
+            // (the bands share one tolerance), so when the broker furthest
+            // below its aim may not take it, none may: skip the search.
+            if let Some(&(_, c)) = load.ranked.all.first()
+                && c != x
+                && !take(x, bx, c, load.bytes[&c], s)
+            {
                 continue;
             }
             let Some(slot) = replicas[i].iter().position(|b| *b == x) else {
                 continue;
             };
             let keep = must_keep_rack(ctx, &replicas[i], slot);
-            let Some(y) = by_bytes.best(ctx, &replicas[i], slot, keep) else {
-                continue;
-            };
-            if y == x || !take(bx, bytes[&y], s) {
+            // Under the rack rule the brokers allowed are those on the
+            // racks the other replicas do not use (but `x`); while `x` is
+            // giving, the others only fill up, so a search that failed for
+            // the same racks fails again if `take` fails at what it found.
+            let sig: Option<Vec<&str>> = keep.then(|| {
+                let mut v: Vec<&str> = replicas[i]
+                    .iter()
+                    .filter(|b| **b != x)
+                    .filter_map(|b| ctx.rack_of(*b))
+                    .collect();
+                v.sort_unstable();
+                v
+            });
+            if let Some(&(c, yc)) = sig.as_ref().and_then(|k| failed.get(k))
+                && !take(x, bx, c, yc, s)
+            {
                 continue;
             }
+            let Some(y) = load.ranked.best(ctx, &replicas[i], slot, keep) else {
+                continue;
+            };
+            if y == x || !take(x, bx, y, load.bytes[&y], s) {
+                if let Some(k) = sig
+                    && y != x
+                {
+                    failed.insert(k, (y, load.bytes[&y]));
+                }
+                continue;
+            }
+            moved += 1;
             replicas[i][slot] = y;
-            place(ctx, by_bytes, bytes, x, -(s as i64));
-            place(ctx, by_bytes, bytes, y, s as i64);
+            load.place(ctx, x, -(s as i64));
+            load.place(ctx, y, s as i64);
             on.entry(y).or_default().push(i);
         }
+        on.insert(x, mine);
     }
-}
-
-/// Broker `b` gains (or, negative, loses) `delta` bytes.
-fn place<'a>(
-    ctx: &Ctx<'a>,
-    by_bytes: &mut Ranked<'a, u64>,
-    bytes: &mut HashMap<i32, u64>,
-    b: i32,
-    delta: i64,
-) {
-    let v = bytes[&b];
-    by_bytes.remove(ctx, b, v);
-    let nv = v.saturating_add_signed(delta);
-    bytes.insert(b, nv);
-    by_bytes.insert(ctx, b, nv);
+    moved
 }

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ballast_assignor::rebalance::{
-    BalancePartition, BalanceRequest, Goal, balanced_ranges, lower_bound_moves, propose_balance,
+    BalancePartition, BalanceRequest, Goal, balanced_byte_ranges, balanced_ranges,
+    lower_bound_bytes, lower_bound_moves, propose_balance,
 };
 use ballast_assignor::{BrokerMetadata, Error};
 use proptest::prelude::*;
@@ -461,6 +462,21 @@ fn every_result(
     remove: &[i32],
     f: &mut dyn FnMut(&BTreeMap<i32, usize>, usize),
 ) {
+    every_result_bytes(brokers, parts, remove, &mut |c, moves, _, _| f(c, moves));
+}
+
+/// What [`every_result_bytes`] calls per result: counts per target, moves,
+/// bytes per target, bytes moved.
+type OnResult<'f> = dyn FnMut(&BTreeMap<i32, usize>, usize, &BTreeMap<i32, u64>, u64) + 'f;
+
+/// [`every_result`], also with bytes per target and bytes moved:
+/// `f(counts, moves, bytes, bytes moved)`.
+fn every_result_bytes(
+    brokers: &[BrokerMetadata],
+    parts: &[BalancePartition],
+    remove: &[i32],
+    f: &mut OnResult<'_>,
+) {
     let targets: Vec<&BrokerMetadata> =
         brokers.iter().filter(|b| !remove.contains(&b.id)).collect();
     let racked = brokers.iter().all(|b| b.rack.is_some());
@@ -505,15 +521,18 @@ fn every_result(
     let mut pick = vec![0usize; parts.len()];
     loop {
         let mut c: BTreeMap<i32, usize> = targets.iter().map(|b| (b.id, 0)).collect();
-        let mut moves = 0;
+        let mut bytes: BTreeMap<i32, u64> = targets.iter().map(|b| (b.id, 0)).collect();
+        let (mut moves, mut moved) = (0, 0u64);
         for (i, o) in options.iter().enumerate() {
             let (set, m) = &o[pick[i]];
             moves += m;
+            moved += *m as u64 * parts[i].size_bytes;
             for b in set {
                 *c.entry(*b).or_default() += 1;
+                *bytes.entry(*b).or_default() += parts[i].size_bytes;
             }
         }
-        f(&c, moves);
+        f(&c, moves, &bytes, moved);
         // Next combination.
         let mut i = 0;
         loop {
@@ -685,4 +704,111 @@ fn a_rack_every_partition_must_reach_costs_a_move_counts_miss() {
     // The balancer finds it: every broker at 2 in 2 moves.
     assert_eq!((plan.replica_moves, plan.lower_bound_moves), (2, 2));
     assert!(plan.after.values().all(|u| u.replicas == 2));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The disk goal's byte bound, checked exhaustively: no valid result of
+    /// a tiny cluster with every target within its byte band
+    /// (`balanced_byte_ranges`: racks or not, uneven or not, draining or
+    /// not) moves fewer bytes than the bound, and the plan reports it.
+    #[test]
+    fn no_balanced_result_beats_the_byte_bound(
+        (brokers, mut parts, remove) in tiny_cluster(),
+        sizes in proptest::collection::vec(0u64..12, 4),
+    ) {
+        for (p, s) in parts.iter_mut().zip(&sizes) {
+            p.size_bytes = *s;
+        }
+        let req = request(&brokers, &parts, Goal::Disk, &remove);
+        let bound = lower_bound_bytes(&req).unwrap();
+        let ranges = balanced_byte_ranges(&req).unwrap();
+        let mut best: Option<u64> = None;
+        every_result_bytes(&brokers, &parts, &remove, &mut |_, _, bytes, moved| {
+            if bytes.iter().all(|(b, v)| (ranges[b].0..=ranges[b].1).contains(v)) {
+                best = Some(best.map_or(moved, |m| m.min(moved)));
+            }
+        });
+        if let Some(best) = best {
+            prop_assert!(best >= bound, "a balanced result moves {} bytes < bound {}", best, bound);
+        }
+        let plan = propose_balance(&req).unwrap();
+        prop_assert_eq!(plan.lower_bound_bytes, bound);
+        let after_within = plan
+            .after
+            .iter()
+            .filter(|(b, _)| !remove.contains(b))
+            .all(|(b, u)| (ranges[b].0..=ranges[b].1).contains(&u.bytes));
+        if after_within {
+            prop_assert!(plan.bytes_moved >= bound, "{} bytes moved < bound {}", plan.bytes_moved, bound);
+        }
+    }
+}
+
+#[test]
+fn the_byte_band_follows_rack_capacity() {
+    // Broker 1 alone on rack a, brokers 2..=5 on rack b; 8 partitions of
+    // 100 bytes and RF 2 spanning both racks, so each rack holds at most
+    // one replica of each: 800 bytes. T = 1,600; water level 800 (Σ
+    // min(B_k, |k|·800) = 800 + 800): rack a is not capped, τ_1 = 800;
+    // rack b is (800 < 4·800), τ = 200 for each of its brokers. Tolerance
+    // max(1,600/5/20, 100/2) = 50.
+    let b = vec![
+        BrokerMetadata::with_rack(1, "a"),
+        BrokerMetadata::with_rack(2, "b"),
+        BrokerMetadata::with_rack(3, "b"),
+        BrokerMetadata::with_rack(4, "b"),
+        BrokerMetadata::with_rack(5, "b"),
+    ];
+    let parts: Vec<_> = (0..8)
+        .map(|p| part(p, &[1, if p % 2 == 0 { 2 } else { 3 }], 100))
+        .collect();
+    let req = request(&b, &parts, Goal::Disk, &[]);
+    let ranges = balanced_byte_ranges(&req).unwrap();
+    assert_eq!(ranges[&1], (750, 850));
+    assert_eq!(ranges[&2], (150, 250));
+    // Brokers 2 and 3 hold 400 each and may keep 250: 300 bytes must
+    // leave (the rack-blind band around 320 asked broker 1 to shed 430,
+    // which no valid result does). Whole partitions: 400 at best.
+    assert_eq!(lower_bound_bytes(&req).unwrap(), 300);
+    let mut best = u64::MAX;
+    every_result_bytes(&b, &parts, &[], &mut |_, _, bytes, moved| {
+        if bytes
+            .iter()
+            .all(|(b, v)| (ranges[b].0..=ranges[b].1).contains(v))
+        {
+            best = best.min(moved);
+        }
+    });
+    assert_eq!(best, 400);
+    let plan = propose_balance(&req).unwrap();
+    assert_eq!((plan.bytes_moved, plan.lower_bound_bytes), (400, 300));
+    let after: Vec<u64> = plan.after.values().map(|u| u.bytes).collect();
+    assert_eq!(after, vec![800, 200, 200, 200, 200]);
+}
+
+#[test]
+fn bytes_a_rack_must_receive_count_when_counts_miss_them() {
+    // The racks of `a_rack_every_partition_must_reach_costs_a_move_counts_miss`
+    // with 1-byte partitions: tolerance 0, so every broker must end with
+    // exactly 2 bytes. Per broker only broker 5's extra byte must leave,
+    // but rack d must end with a replica of every partition and partition
+    // 2 has none there: the rack flow bound says 2, which is reached.
+    let racks = ["a", "b", "c", "d", "e", "d"];
+    let b: Vec<_> = (1..=6)
+        .map(|id| BrokerMetadata::with_rack(id, racks[id as usize - 1]))
+        .collect();
+    let parts = vec![
+        part(0, &[1, 6, 5], 1),
+        part(1, &[6, 2, 5], 1),
+        part(2, &[3, 2, 1], 1),
+        part(3, &[5, 4, 3], 1),
+    ];
+    let req = request(&b, &parts, Goal::Disk, &[]);
+    let ranges = balanced_byte_ranges(&req).unwrap();
+    assert!(ranges.values().all(|r| *r == (2, 2)));
+    assert_eq!(lower_bound_bytes(&req).unwrap(), 2);
+    let plan = propose_balance(&req).unwrap();
+    assert_eq!(plan.lower_bound_bytes, 2);
 }

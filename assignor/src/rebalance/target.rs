@@ -108,17 +108,17 @@ pub(super) const FLOW_WORK_LIMIT: u64 = 40_000_000;
 /// (`x`, by rack index), listed replicas (`a`), most on one rack (`c`
 /// before the rack's size).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Shape {
-    x: Vec<(usize, usize)>,
-    a: usize,
-    s: usize,
+pub(super) struct Shape {
+    pub x: Vec<(usize, usize)>,
+    pub a: usize,
+    pub s: usize,
 }
 
 /// A fast hash for [`Shape`] keys (FxHash's mixing step): one lookup per
 /// partition, where SipHash was a third of the bound's cost. Not exposed
 /// to untrusted keys' adversarial collisions beyond slowing this down.
 #[derive(Debug, Default)]
-struct Fx(u64);
+pub(super) struct Fx(u64);
 
 impl Fx {
     fn add(&mut self, v: u64) {
@@ -439,19 +439,19 @@ fn rack_flow(
     // (Σ min(held_b, u_b)) cost a move each: some other replica must then
     // leave one of its brokers.
     for (k, &free) in keep.iter().enumerate() {
-        f.edge(keep_node(k), rack_node(k), free as i64, 0);
-        f.edge(keep_node(k), rack_node(k), total as i64, 1);
+        f.edge(keep_node(k), rack_node(k), free as i128, 0);
+        f.edge(keep_node(k), rack_node(k), total as i128, 1);
     }
     for (i, key) in keys.iter().enumerate() {
         let Shape { x, a, s } = key;
-        let n = groups[*key] as i64;
-        f.edge(src, 1 + i, n * *a as i64, 0);
+        let n = groups[*key] as i128;
+        f.edge(src, 1 + i, n * *a as i128, 0);
         for (k, &sz) in size.iter().enumerate() {
-            let c = sz.min(*s) as i64;
+            let c = sz.min(*s) as i128;
             let here = x
                 .iter()
                 .find(|(kk, _)| *kk == k)
-                .map_or(0, |(_, v)| (*v as i64).min(c));
+                .map_or(0, |(_, v)| (*v as i128).min(c));
             if here > 0 {
                 f.edge(1 + i, keep_node(k), n * here, 0);
             }
@@ -462,33 +462,35 @@ fn rack_flow(
     }
     // The first floor_k units into a rack earn −BIG, so a cheapest flow
     // meets every floor when any flow does.
-    let big = total as i64 + 1;
+    let big = total as i128 + 1;
     for k in 0..racks {
         if floor_k[k] > 0 {
-            f.edge(rack_node(k), sink, floor_k[k] as i64, -big);
+            f.edge(rack_node(k), sink, floor_k[k] as i128, -big);
         }
         if ceil_k[k] > floor_k[k] {
-            f.edge(rack_node(k), sink, (ceil_k[k] - floor_k[k]) as i64, 0);
+            f.edge(rack_node(k), sink, (ceil_k[k] - floor_k[k]) as i128, 0);
         }
     }
-    let (flow, cost) = f.min_cost(src, sink, total as i64, FLOW_WORK_LIMIT)?;
-    let floors: i64 = floor_k.iter().map(|v| *v as i64).sum();
+    let (flow, cost) = f.min_cost(src, sink, total as i128, FLOW_WORK_LIMIT)?;
+    let floors: i128 = floor_k.iter().map(|v| *v as i128).sum();
     let moves = cost + big * floors;
     // Every unit of flow costs at most 1 beyond −BIG, so a floor left unmet
     // shows as a cost above the flow.
-    (flow == total as i64 && (0..=total as i64).contains(&moves)).then_some(moves as usize)
+    (flow == total as i128 && (0..=total as i128).contains(&moves)).then_some(moves as usize)
 }
 
-/// Successive shortest paths (Bellman-Ford queue) on a small graph.
-struct Flow {
+/// Successive shortest paths (Bellman-Ford queue) on a small graph. In
+/// `i128`: the disk goal's flow (`disk_target.rs`) counts bytes, where
+/// `BIG × floors` is beyond `i64`.
+pub(super) struct Flow {
     adj: Vec<Vec<usize>>,
     to: Vec<usize>,
-    cap: Vec<i64>,
-    cost: Vec<i64>,
+    cap: Vec<i128>,
+    cost: Vec<i128>,
 }
 
 impl Flow {
-    fn new(nodes: usize) -> Self {
+    pub(super) fn new(nodes: usize) -> Self {
         Flow {
             adj: vec![Vec::new(); nodes],
             to: Vec::new(),
@@ -497,7 +499,7 @@ impl Flow {
         }
     }
 
-    fn edge(&mut self, a: usize, b: usize, cap: i64, cost: i64) {
+    pub(super) fn edge(&mut self, a: usize, b: usize, cap: i128, cost: i128) {
         for (from, to, cap, cost) in [(a, b, cap, cost), (b, a, 0, -cost)] {
             self.adj[from].push(self.to.len());
             self.to.push(to);
@@ -509,11 +511,17 @@ impl Flow {
     /// Sends up to `want` units, cheapest paths first: (sent, cost).
     /// `None` once `work` edge scans are spent (a partial flow bounds
     /// nothing).
-    fn min_cost(&mut self, s: usize, t: usize, want: i64, mut work: u64) -> Option<(i64, i64)> {
+    pub(super) fn min_cost(
+        &mut self,
+        s: usize,
+        t: usize,
+        want: i128,
+        mut work: u64,
+    ) -> Option<(i128, i128)> {
         let n = self.adj.len();
-        let (mut sent, mut total) = (0i64, 0i64);
+        let (mut sent, mut total) = (0i128, 0i128);
         while sent < want {
-            let mut dist = vec![i64::MAX; n];
+            let mut dist = vec![i128::MAX; n];
             let mut via = vec![usize::MAX; n];
             let mut queued = vec![false; n];
             let mut queue = std::collections::VecDeque::from([s]);
@@ -533,7 +541,7 @@ impl Flow {
                     }
                 }
             }
-            if dist[t] == i64::MAX {
+            if dist[t] == i128::MAX {
                 break;
             }
             let mut push = want - sent;

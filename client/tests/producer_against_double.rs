@@ -394,6 +394,10 @@ fn producer_config() -> ProducerConfig {
         retry_backoff_max: Duration::from_millis(200),
         metadata_timeout: Duration::from_secs(5),
         metadata: fast_metadata(),
+        // These doubles write whatever arrives, without the leader's
+        // sequence checks that keep several sends in flight in order
+        // (tests/inflight_against_double.rs has a double with them).
+        max_in_flight: 1,
         ..ProducerConfig::default()
     }
 }

@@ -91,7 +91,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 use super::Ctx;
-use super::target::{FLOW_EDGE_LIMIT, FLOW_WORK_LIMIT, Flow, Fx, Shape};
+use super::target::{FLOW_EDGE_LIMIT, FLOW_WORK_LIMIT, Flow, Fx, Shape, shape_edges};
 
 /// Bytes per partition shape.
 type Groups = HashMap<Shape, u128, BuildHasherDefault<Fx>>;
@@ -280,32 +280,11 @@ fn byte_flow(
     keys.sort_unstable();
     let src = 0;
     let rack_node = |k: usize| 1 + keys.len() + k;
-    let keep_node = |k: usize| 1 + keys.len() + racks + k;
     let sink = 1 + keys.len() + 2 * racks;
     let mut f = Flow::new(sink + 1);
     let all = i128::from(total);
-    for (k, &free) in keep.iter().enumerate() {
-        f.edge(keep_node(k), rack_node(k), i128::from(free), 0);
-        f.edge(keep_node(k), rack_node(k), all, 1);
-    }
-    for (i, key) in keys.iter().enumerate() {
-        let Shape { x, a, s } = key;
-        let w = groups[*key] as i128;
-        f.edge(src, 1 + i, w * *a as i128, 0);
-        for (k, &sz) in size.iter().enumerate() {
-            let c = sz.min(*s) as i128;
-            let here = x
-                .iter()
-                .find(|(kk, _)| *kk == k)
-                .map_or(0, |(_, v)| (*v as i128).min(c));
-            if here > 0 {
-                f.edge(1 + i, keep_node(k), w * here, 0);
-            }
-            if c > here {
-                f.edge(1 + i, rack_node(k), w * (c - here), 1);
-            }
-        }
-    }
+    let keep_i: Vec<i128> = keep.iter().map(|&v| i128::from(v)).collect();
+    shape_edges(&mut f, &keys, |key| groups[key] as i128, size, &keep_i, all);
     // The first floor_k bytes into a rack earn −BIG, so a cheapest flow
     // meets every floor when any flow does (every byte costs 0 or 1).
     let big = all + 1;

@@ -432,34 +432,20 @@ fn rack_flow(
     keys.sort_unstable();
     let src = 0;
     let rack_node = |k: usize| 1 + keys.len() + k;
-    let keep_node = |k: usize| 1 + keys.len() + racks + k;
     let sink = 1 + keys.len() + 2 * racks;
     let mut f = Flow::new(sink + 1);
     // Replicas kept on rack k beyond what its brokers may keep
     // (Σ min(held_b, u_b)) cost a move each: some other replica must then
     // leave one of its brokers.
-    for (k, &free) in keep.iter().enumerate() {
-        f.edge(keep_node(k), rack_node(k), free as i128, 0);
-        f.edge(keep_node(k), rack_node(k), total as i128, 1);
-    }
-    for (i, key) in keys.iter().enumerate() {
-        let Shape { x, a, s } = key;
-        let n = groups[*key] as i128;
-        f.edge(src, 1 + i, n * *a as i128, 0);
-        for (k, &sz) in size.iter().enumerate() {
-            let c = sz.min(*s) as i128;
-            let here = x
-                .iter()
-                .find(|(kk, _)| *kk == k)
-                .map_or(0, |(_, v)| (*v as i128).min(c));
-            if here > 0 {
-                f.edge(1 + i, keep_node(k), n * here, 0);
-            }
-            if c > here {
-                f.edge(1 + i, rack_node(k), n * (c - here), 1);
-            }
-        }
-    }
+    let keep_i: Vec<i128> = keep.iter().map(|&v| v as i128).collect();
+    shape_edges(
+        &mut f,
+        &keys,
+        |key| groups[key] as i128,
+        size,
+        &keep_i,
+        total as i128,
+    );
     // The first floor_k units into a rack earn −BIG, so a cheapest flow
     // meets every floor when any flow does.
     let big = total as i128 + 1;
@@ -562,5 +548,47 @@ impl Flow {
             total += push * dist[t];
         }
         Some((sent, total))
+    }
+}
+
+/// The part of the rack flow network both bounds share (replica counts
+/// here, bytes in `disk_target`), with its node numbering (source 0, shape
+/// groups `1..=keys`, then one rack node and one keep node per rack): each
+/// shape group gets `weight × a` from the source and sends, per rack, what
+/// it already holds there through the rack's keep node at cost 0 and the
+/// rest of what the rack may take straight to the rack at cost 1; a keep
+/// node passes `keep[k]` free and anything more at cost 1.
+pub(super) fn shape_edges(
+    f: &mut Flow,
+    keys: &[&Shape],
+    weight: impl Fn(&Shape) -> i128,
+    size: &[usize],
+    keep: &[i128],
+    total: i128,
+) {
+    let racks = size.len();
+    let rack_node = |k: usize| 1 + keys.len() + k;
+    let keep_node = |k: usize| 1 + keys.len() + racks + k;
+    for (k, &free) in keep.iter().enumerate() {
+        f.edge(keep_node(k), rack_node(k), free, 0);
+        f.edge(keep_node(k), rack_node(k), total, 1);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let Shape { x, a, s } = key;
+        let w = weight(key);
+        f.edge(0, 1 + i, w * *a as i128, 0);
+        for (k, &sz) in size.iter().enumerate() {
+            let c = sz.min(*s) as i128;
+            let here = x
+                .iter()
+                .find(|(kk, _)| *kk == k)
+                .map_or(0, |(_, v)| (*v as i128).min(c));
+            if here > 0 {
+                f.edge(1 + i, keep_node(k), w * here, 0);
+            }
+            if c > here {
+                f.edge(1 + i, rack_node(k), w * (c - here), 1);
+            }
+        }
     }
 }

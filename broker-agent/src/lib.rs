@@ -36,6 +36,7 @@ pub mod log;
 pub mod meta;
 pub mod metadata;
 pub mod metrics;
+mod par;
 pub mod partition;
 pub mod partition_dir;
 pub mod reconcile;

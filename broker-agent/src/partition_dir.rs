@@ -102,46 +102,15 @@ pub fn execute_all(root: &Path, actions: Vec<Action>) -> Vec<(Action, io::Result
     done
 }
 
-/// Threads that create partition directories for one push, at most.
-const CREATE_THREADS: usize = 4;
-/// Creations per thread before another one is worth starting.
-const CREATE_PER_THREAD: usize = 32;
-
 /// Runs creations through [`execute`], over a few threads when there are
-/// many: each waits on its own fsyncs (directory, file, directory), and the
-/// disk takes several at once.
+/// many ([`crate::par`]): each waits on its own fsyncs (directory, file,
+/// directory), and the disk takes several at once.
 fn create_all(root: &Path, creates: Vec<Action>) -> Vec<(Action, io::Result<()>)> {
-    let threads = CREATE_THREADS
-        .min(creates.len().div_ceil(CREATE_PER_THREAD))
-        .max(1);
-    let results: Vec<io::Result<()>> = if threads == 1 {
-        creates.iter().map(|a| execute(root, a)).collect()
-    } else {
-        let chunk = creates.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = creates
-                .chunks(chunk)
-                .map(|part| {
-                    (
-                        part.len(),
-                        scope.spawn(move || {
-                            part.iter().map(|a| execute(root, a)).collect::<Vec<_>>()
-                        }),
-                    )
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|(n, h)| {
-                    h.join().unwrap_or_else(|_| {
-                        (0..n)
-                            .map(|_| Err(io::Error::other("the thread creating it panicked")))
-                            .collect()
-                    })
-                })
-                .collect()
-        })
-    };
+    let results = crate::par::par_map(
+        &creates,
+        |a| execute(root, a),
+        || Err(io::Error::other("the thread creating it panicked")),
+    );
     creates.into_iter().zip(results).collect()
 }
 
@@ -295,7 +264,7 @@ mod tests {
         let root = partitions_root(data.path());
         load_all(data.path()).unwrap();
         // Enough for every thread; one of them fails (a file in the way).
-        let n = (CREATE_THREADS * CREATE_PER_THREAD + 7) as i32;
+        let n = (crate::par::THREADS * crate::par::PER_THREAD + 7) as i32;
         fs::write(root.join("t-77"), b"in the way").unwrap();
         let actions: Vec<Action> = (0..n).map(|p| Action::Create(rec("t", p, "X"))).collect();
         let results = execute_all(&root, actions);

@@ -42,41 +42,17 @@ use super::{Clock, ReplicationConfig, wall_clock_ms};
 use crate::partition::{PartitionKey, PartitionRecord};
 use crate::state::Registration;
 
-/// Threads that open partition logs for one push, at most.
-const OPEN_THREADS: usize = 4;
-/// Partitions per opening thread before another one is worth starting.
-const OPEN_PER_THREAD: usize = 32;
-
-/// `items.iter().filter_map(f)`, in order, over up to [`OPEN_THREADS`]
-/// threads when there are many: opening a log waits on the disk (a
-/// directory fsync for a new one; reading checkpoints and verifying the
-/// tail for an existing one, as Kafka's recovery threads do), and the disk
-/// takes several at once. An item whose thread panicked is left out, with
-/// a warning (its partition is not served until the next push).
+/// `items.iter().filter_map(f)` over a few threads ([`crate::par`]). An
+/// item whose thread panicked is left out, with a warning (its partition is
+/// not served until the next push).
 fn par_filter_map<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> Option<T> + Sync) -> Vec<T> {
-    let threads = OPEN_THREADS
-        .min(items.len().div_ceil(OPEN_PER_THREAD))
-        .max(1);
-    if threads == 1 {
-        return items.iter().filter_map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().filter_map(f).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    warn!("a thread opening partition logs panicked; its partitions are not served until the next push");
-                    Vec::new()
-                })
-            })
-            .collect()
+    crate::par::par_map(items, f, || {
+        warn!("a thread opening partition logs panicked; its partition is not served until the next push");
+        None
     })
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -675,25 +651,6 @@ async fn blocking<T: Send + Default + 'static>(f: impl FnOnce() -> T + Send + 's
         Err(e) => {
             warn!(error = %e, "blocking replica work failed");
             T::default()
-        }
-    }
-}
-
-#[cfg(test)]
-mod par_tests {
-    use super::*;
-
-    #[test]
-    fn par_filter_map_keeps_order_and_filters_at_every_size() {
-        for n in [0usize, 1, 31, 32, 33, 200, 1_000] {
-            let items: Vec<usize> = (0..n).collect();
-            let got = par_filter_map(&items, |i| (i % 3 != 0).then_some(i * 2));
-            let want: Vec<usize> = items
-                .iter()
-                .filter(|i| *i % 3 != 0)
-                .map(|i| i * 2)
-                .collect();
-            assert_eq!(got, want, "n={n}");
         }
     }
 }

@@ -16,6 +16,8 @@
 //! coordinator writes it);
 //! acks=all under `replication.mode=sync` with a committed ISR smaller
 //! than `min.insync.replicas` → NOT_ENOUGH_REPLICAS (nothing written);
+//! a request of an idempotent producer that overtook its producer's
+//! earlier request waits briefly for it (see [`wait_for_overtaken`]);
 //! then the leader appends (and fsyncs first when the topic's flush policy
 //! says so, always under `flush.mode=sync`). acks=0 and acks=1 answer
 //! after that. acks=all under sync replication answers once the high
@@ -76,6 +78,50 @@ use crate::replica::partition::{AckResult, Offsets, Partition};
 use crate::replica::{ReplicaError, ReplicaManager, wall_clock_ms};
 
 /// Serves Data for one agent.
+/// How long a produce request that overtook an earlier one of its
+/// idempotent producer waits for it (see [`wait_for_overtaken`]).
+const OVERTAKEN_WAIT: Duration = Duration::from_millis(200);
+
+/// A producer with several requests of one partition in flight sends them
+/// in sequence order, but they reach the append in whatever order the
+/// transport and the tasks deliver them. A request whose first batch lies
+/// ahead of its producer's next sequence waits here, up to
+/// [`OVERTAKEN_WAIT`], until the earlier request is written, so that it is
+/// appended instead of refused with OUT_OF_ORDER_SEQUENCE_NUMBER and sent
+/// again. Past the wait (the earlier request was lost) the append decides
+/// as before. Requests in order, duplicates and batches without a producer
+/// do not wait.
+async fn wait_for_overtaken(p: &Partition, records: &[u8]) {
+    let Ok(first) = ballast_record::BatchHeader::parse(records) else {
+        return;
+    };
+    if first.producer_id < 0 {
+        return;
+    }
+    let deadline = Instant::now() + OVERTAKEN_WAIT;
+    let mut changes = p.subscribe();
+    loop {
+        let retry_after = match p.sequence_ahead(&first) {
+            Some(false) => return,
+            Some(true) => OVERTAKEN_WAIT,
+            // An append holds the log: look again when it is done.
+            None => Duration::from_millis(1),
+        };
+        let wake = deadline.min(Instant::now() + retry_after);
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        if Instant::now() >= deadline {
+            return;
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct DataService {
     manager: Arc<ReplicaManager>,
@@ -334,6 +380,7 @@ impl DataService {
         let wall = wall_clock_ms();
         let now = self.manager.now_ms();
         let records = pp.records;
+        wait_for_overtaken(&p, &records).await;
         let appended = tokio::task::spawn_blocking(move || {
             validate_batches(&records, max)?;
             p.append(&records, acks_all, wall, now)

@@ -2,7 +2,8 @@
 //! again (a retry after a lost answer) is answered with the first answer's
 //! offsets and written once, on the leader and, after the leader is killed
 //! with SIGKILL, on the follower that took over; the Rust producer stamps
-//! its batches so that this holds for its own retries.
+//! its batches so that this holds for its own retries. A request that
+//! overtook an earlier one of its producer is held for it, not refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -97,6 +98,59 @@ async fn values(address: &str) -> Vec<String> {
     out
 }
 
+/// Creates the one-partition topic on `replicas`.
+async fn create_topic(addrs: &[String], replicas: Vec<i32>) {
+    on_active(addrs, WAIT, |mut c| {
+        let replicas = replicas.clone();
+        async move {
+            c.create_topic(pb::CreateTopicRequest {
+                name: TOPIC.into(),
+                assignments: vec![pb::ReplicaList { replicas }],
+                request_id: "once-1".into(),
+                ..Default::default()
+            })
+            .await
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_overtook_an_earlier_one_waits_for_it() {
+    let etcd = EtcdServer::start().unwrap();
+    let coordinator = start_coordinator(&etcd.endpoints(), "idem");
+    let addrs = vec![coordinator.address().to_owned()];
+    eventually("active", WAIT, || find_active(&addrs)).await;
+    let dirs = tempfile::tempdir().unwrap();
+    let one = start_agent(&addrs[0], 1, &dirs.path().join("b1"), &[]);
+    wait_live_brokers(&addrs, 1, WAIT).await;
+    create_topic(&addrs, vec![1]).await;
+    let first = send(one.address(), &batch(&["a0", "a1", "a2"], 11, 0, 0)).await;
+    assert_eq!((first.error, first.base_offset), (0, 0), "{first:?}");
+
+    // Sequences 5 (sent first) and 3-4 (sent 50 ms later): the leader holds
+    // the later batch for the earlier one instead of refusing it.
+    let address = one.address().to_owned();
+    let later = tokio::spawn(async move { send(&address, &batch(&["c"], 11, 0, 5)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let earlier = send(one.address(), &batch(&["b0", "b1"], 11, 0, 3)).await;
+    let later = later.await.unwrap();
+    assert_eq!((earlier.error, earlier.base_offset), (0, 3), "{earlier:?}");
+    assert_eq!((later.error, later.base_offset), (0, 5), "{later:?}");
+    assert_eq!(
+        values(one.address()).await,
+        ["a0", "a1", "a2", "b0", "b1", "c"]
+    );
+    // A gap nothing fills is still refused, after the wait.
+    let gap = send(one.address(), &batch(&["d"], 11, 0, 9)).await;
+    assert_eq!(
+        gap.error,
+        pb::ErrorCode::OutOfOrderSequenceNumber as i32,
+        "{gap:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_batch_is_written_once_across_a_leader_failover() {
     let etcd = EtcdServer::start().unwrap();
@@ -107,19 +161,7 @@ async fn a_retried_batch_is_written_once_across_a_leader_failover() {
     let mut one = start_agent(&addrs[0], 1, &dirs.path().join("b1"), &[]);
     let two = start_agent(&addrs[0], 2, &dirs.path().join("b2"), &[]);
     wait_live_brokers(&addrs, 2, WAIT).await;
-    on_active(&addrs, WAIT, |mut c| async move {
-        c.create_topic(pb::CreateTopicRequest {
-            name: TOPIC.into(),
-            assignments: vec![pb::ReplicaList {
-                replicas: vec![1, 2],
-            }],
-            request_id: "once-1".into(),
-            ..Default::default()
-        })
-        .await
-    })
-    .await
-    .unwrap();
+    create_topic(&addrs, vec![1, 2]).await;
 
     let a = batch(&["a0", "a1", "a2"], 11, 0, 0);
     let first = send(one.address(), &a).await;

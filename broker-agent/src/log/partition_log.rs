@@ -887,6 +887,12 @@ impl PartitionLog {
             .map_or(self.log_start_offset, Segment::next_offset)
     }
 
+    /// Whether `h` overtook an earlier batch of its idempotent producer
+    /// (see [`ProducerStates::is_ahead`]).
+    pub fn sequence_ahead(&self, h: &BatchHeader) -> bool {
+        self.producers.is_ahead(h)
+    }
+
     /// The high watermark.
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark

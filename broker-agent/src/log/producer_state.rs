@@ -139,6 +139,32 @@ impl ProducerStates {
         })
     }
 
+    /// Whether `h` comes after a batch of its producer that is not here yet:
+    /// same producer epoch, and its first sequence lies ahead of the next
+    /// expected one (by less than half the sequence space, so a stale retry
+    /// from before the kept window is not mistaken for one). The leader may
+    /// briefly hold such a batch for the one it overtook (`data.rs`).
+    pub fn is_ahead(&self, h: &BatchHeader) -> bool {
+        if !tracked(h) {
+            return false;
+        }
+        let Some(e) = self.producers.get(&h.producer_id) else {
+            return false;
+        };
+        if h.producer_epoch != e.epoch {
+            return false;
+        }
+        let Some(held) = e.batches.back().map(|b| b.last_seq) else {
+            return false;
+        };
+        let next = i64::from(next_seq(held));
+        let first = i64::from(h.base_sequence);
+        // Forward distance on the wrapping sequence circle [0, i32::MAX].
+        let span = i64::from(i32::MAX) + 1;
+        let ahead = (first - next).rem_euclid(span);
+        ahead > 0 && ahead < span / 2
+    }
+
     /// Records a batch written to the log (by the leader, with its offsets
     /// assigned, or fetched by a follower, or read back at recovery).
     pub fn record(&mut self, h: &BatchHeader) {
@@ -260,6 +286,26 @@ mod tests {
         let mut s = ProducerStates::default();
         s.record(&batch(-1, -1, -1, 1, 0));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_ahead_only_past_a_gap_of_the_same_epoch() {
+        let mut s = ProducerStates::default();
+        // Unknown producer, untracked batch: never ahead.
+        assert!(!s.is_ahead(&batch(7, 0, 9, 1, 0)));
+        assert!(!s.is_ahead(&batch(-1, -1, -1, 1, 0)));
+        s.record(&batch(7, 0, 0, 3, 0));
+        assert!(!s.is_ahead(&batch(7, 0, 3, 1, 0)), "next is not ahead");
+        assert!(s.is_ahead(&batch(7, 0, 4, 1, 0)));
+        assert!(s.is_ahead(&batch(7, 0, 1_000, 1, 0)));
+        assert!(!s.is_ahead(&batch(7, 0, 0, 3, 0)), "a duplicate");
+        assert!(!s.is_ahead(&batch(7, 1, 4, 1, 0)), "another epoch");
+        // Far behind (a stale retry) is not ahead, also across the wrap.
+        let mut s = ProducerStates::default();
+        s.record(&batch(1, 0, i32::MAX - 1, 2, 0));
+        assert!(!s.is_ahead(&batch(1, 0, 0, 1, 0)), "next after the wrap");
+        assert!(s.is_ahead(&batch(1, 0, 2, 1, 0)), "ahead across the wrap");
+        assert!(!s.is_ahead(&batch(1, 0, i32::MAX - 10, 1, 0)));
     }
 
     #[test]

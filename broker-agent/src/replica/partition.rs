@@ -33,7 +33,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 use std::time::{Duration, Instant};
 
 use ballast_proto::v1::{ErrorCode, FetchPartitionResult};
-use ballast_record::split_batches;
+use ballast_record::{BatchHeader, split_batches};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
@@ -459,6 +459,18 @@ impl Partition {
         match lock(&self.state).role {
             Role::Leader(_) => None,
             Role::Follower { leader, .. } => Some(leader),
+        }
+    }
+
+    /// Whether a produce request starting with batch `h` overtook an
+    /// earlier request of its idempotent producer that is not written yet.
+    /// `None` when the log is busy (an append holds it): ask again after
+    /// the next change of the offsets. Never blocks.
+    pub fn sequence_ahead(&self, h: &BatchHeader) -> Option<bool> {
+        match self.log.try_read() {
+            Ok(log) => Some(log.sequence_ahead(h)),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner().sequence_ahead(h)),
+            Err(std::sync::TryLockError::WouldBlock) => None,
         }
     }
 

@@ -17,8 +17,10 @@
 //! `BALLAST_BENCH_SCALE` (default 1.0) scales the bytes produced (512 MiB per
 //! scenario at 1.0) and the partition count of the memory scenario;
 //! `BALLAST_BENCH_BATCH` sets the producer's batch size in bytes (default
-//! 512 KiB); `BALLAST_BENCH_DIR` the parent of the temporary data
-//! directory (default the system temp dir).
+//! 512 KiB); `BALLAST_BENCH_IN_FLIGHT` the producer's sends in flight per
+//! partition (`max_in_flight`, default the producer's default);
+//! `BALLAST_BENCH_DIR` the parent of the temporary data directory (default
+//! the system temp dir).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::io::Write;
@@ -289,6 +291,10 @@ async fn produce(
         batch_size_bytes: batch,
         max_request_bytes: 4 * 1024 * 1024,
         buffer_memory: buffer,
+        max_in_flight: std::env::var("BALLAST_BENCH_IN_FLIGHT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ProducerConfig::default().max_in_flight),
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(bootstrap, config).expect("producer");

@@ -11,12 +11,14 @@
 #
 # The seed, the schedule and the checkers' verdicts are printed; a failing
 # run keeps the processes' logs and the history under
-# target/tmp/faults-<seed>/.
+# target/tmp/faults-<seed>/. Run as root: the partitions (of agent 3 and of
+# the active coordinator) need network namespaces, the full disk a tmpfs;
+# without them those kinds are left out, saying so on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 

@@ -2,7 +2,10 @@
 //! loopback cluster ([`EtcdCluster`]), each on free loopback ports with its
 //! own temporary data directory, started with short raft timings
 //! (`--heartbeat-interval=10 --election-timeout=100`: healthy in ~0.1 s,
-//! minimum lease TTL 1 s).
+//! minimum lease TTL 1 s). Clients reach a member on 127.0.0.1 only, unless
+//! a cluster is started with extra client addresses
+//! ([`EtcdCluster::start_listening_also_on`]: a process in a network
+//! namespace reaches etcd on the test side of its veth pair).
 //!
 //! Owns the child processes and their directories; every process is killed
 //! when its handle drops (tests run in parallel and must never leak one), and
@@ -79,7 +82,11 @@ fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
 }
 
 fn url(port: u16) -> String {
-    format!("http://127.0.0.1:{port}")
+    url_on("127.0.0.1", port)
+}
+
+fn url_on(ip: &str, port: u16) -> String {
+    format!("http://{ip}:{port}")
 }
 
 /// A unique token per cluster, so members of different tests never join.
@@ -113,6 +120,8 @@ struct Member {
     /// With TLS on the client port, health is asked on a plaintext metrics
     /// port.
     tls: Option<Box<(EtcdTls, u16)>>,
+    /// Addresses the client port listens on besides 127.0.0.1.
+    extra_client_ips: Vec<String>,
     initial_cluster: String,
     token: String,
     dir: PathBuf,
@@ -146,6 +155,14 @@ impl Member {
             None => Command::new(&etcd),
         };
         let client_url = self.client_url();
+        let listen_client_urls = std::iter::once(client_url.clone())
+            .chain(
+                self.extra_client_ips
+                    .iter()
+                    .map(|ip| self.client_url_on(ip)),
+            )
+            .collect::<Vec<_>>()
+            .join(",");
         if let Some((tls, metrics_port)) = self.tls.as_deref() {
             command
                 .arg("--cert-file")
@@ -164,7 +181,7 @@ impl Member {
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen-client-urls")
-            .arg(&client_url)
+            .arg(&listen_client_urls)
             .arg("--advertise-client-urls")
             .arg(&client_url)
             .arg("--listen-peer-urls")
@@ -200,9 +217,13 @@ impl Member {
     }
 
     fn client_url(&self) -> String {
+        self.client_url_on("127.0.0.1")
+    }
+
+    fn client_url_on(&self, ip: &str) -> String {
         match self.tls {
-            Some(_) => format!("https://127.0.0.1:{}", self.client_port),
-            None => url(self.client_port),
+            Some(_) => format!("https://{ip}:{}", self.client_port),
+            None => url_on(ip, self.client_port),
         }
     }
 
@@ -289,12 +310,13 @@ impl Member {
 /// Starts members with fresh ports, retrying with new ports when a start
 /// fails (a port taken by someone else in between).
 fn start_members(count: usize) -> anyhow::Result<(tempfile::TempDir, Vec<Member>)> {
-    start_members_with(count, None)
+    start_members_with(count, None, &[])
 }
 
 fn start_members_with(
     count: usize,
     tls: Option<&EtcdTls>,
+    extra_client_ips: &[String],
 ) -> anyhow::Result<(tempfile::TempDir, Vec<Member>)> {
     let _ = etcd_binary(); // panic early and loudly if missing
     let mut last_error = None;
@@ -321,6 +343,7 @@ fn start_members_with(
                 client_port: ports[2 * i],
                 peer_port: ports[2 * i + 1],
                 tls: tls.map(|t| Box::new((t.clone(), ports[2 * count + i]))),
+                extra_client_ips: extra_client_ips.to_vec(),
                 initial_cluster: initial_cluster.clone(),
                 token: token.clone(),
                 dir,
@@ -381,7 +404,7 @@ impl EtcdServer {
     /// Starts a single-member etcd serving TLS on its client port and
     /// requiring client certificates signed by `tls.client_ca`.
     pub fn start_tls(tls: &EtcdTls) -> anyhow::Result<EtcdServer> {
-        let (root, mut members) = start_members_with(1, Some(tls))?;
+        let (root, mut members) = start_members_with(1, Some(tls), &[])?;
         let member = members.pop().context("no member started")?;
         Ok(EtcdServer {
             member,
@@ -452,10 +475,19 @@ impl EtcdCluster {
     /// Starts `size` members and waits until every one is healthy (the
     /// cluster has a leader). Panics if no etcd binary exists.
     pub fn start(size: usize) -> anyhow::Result<EtcdCluster> {
+        Self::start_listening_also_on(size, &[])
+    }
+
+    /// [`EtcdCluster::start`] with each member's client port listening on
+    /// `ips` too (the same port on each), for clients that cannot reach
+    /// 127.0.0.1 (a process in a network namespace, through the test side
+    /// of its veth pair: `crate::netns`). The addresses must exist in the
+    /// test's namespace whenever a member starts or restarts.
+    pub fn start_listening_also_on(size: usize, ips: &[String]) -> anyhow::Result<EtcdCluster> {
         if size == 0 {
             bail!("an etcd cluster needs at least one member");
         }
-        let (root, members) = start_members(size)?;
+        let (root, members) = start_members_with(size, None, ips)?;
         Ok(EtcdCluster {
             members,
             _root: root,
@@ -475,6 +507,15 @@ impl EtcdCluster {
     /// Client URLs of every member (running or not).
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
+    }
+
+    /// Client URLs of every member on `ip`, one of the extra addresses the
+    /// cluster was started with ([`EtcdCluster::start_listening_also_on`]).
+    pub fn endpoints_on(&self, ip: &str) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| url_on(ip, m.client_port))
+            .collect()
     }
 
     /// Kills member `i` (SIGKILL), as a crash.

@@ -15,7 +15,9 @@
 //! session), a coordinator (past its lease) or an etcd member; a full disk
 //! on agent 1 (its data dir is a tmpfs, filled by a ballast file); a
 //! network partition isolating agent 3 (it runs in its own network
-//! namespace); and, in the same rounds, a reassignment of one partition to
+//! namespace); a network partition isolating the active coordinator past
+//! its lease (each coordinator runs in its own network namespace; the
+//! standby must take over during the cut); and, in the same rounds, a reassignment of one partition to
 //! a rotation of its replicas with a preferred-leader election (the leader
 //! moves under acks=all production).
 //!
@@ -48,8 +50,8 @@ use ballast_tests::cluster::{admin, find_active, on_active};
 use ballast_tests::faults::check::{self, healed};
 use ballast_tests::faults::cluster::FaultCluster;
 use ballast_tests::faults::history::{
-    Ack, Change, Commit, CoordinatorSample, Delivery, HealthSample, History, OffsetSample,
-    Ownership, Reassignment, ReassignmentOutcome, SendFailure,
+    Ack, Change, Commit, CoordinatorIsolation, CoordinatorSample, Delivery, HealthSample, History,
+    OffsetSample, Ownership, Reassignment, ReassignmentOutcome, SendFailure,
 };
 use ballast_tests::faults::rng::Knobs;
 use ballast_tests::faults::schedule::{Fault, Shape, Timing, plan};
@@ -630,20 +632,25 @@ async fn seeded_faults_keep_every_property() {
             step.fault,
             step.hold
         );
-        // A pause of "coordinator i" pauses the active one when there is
-        // one (the schedule cannot know which): the standby must take over
-        // and the paused one must not act after SIGCONT.
-        let fault = match step.fault {
-            Fault::PauseCoordinator(i) => Fault::PauseCoordinator(
-                find_active(&coordinators)
-                    .await
-                    .and_then(|(a, _)| coordinators.iter().position(|c| *c == a))
-                    .unwrap_or(i),
-            ),
-            f => f,
+        // A pause or a cut of "coordinator i" hits the active one when
+        // there is one (the schedule cannot know which): the standby must
+        // take over and the deposed one must not act after the heal.
+        let active = match step.fault {
+            Fault::PauseCoordinator(_) | Fault::IsolateCoordinator(_) => find_active(&coordinators)
+                .await
+                .and_then(|(a, epoch)| Some((coordinators.iter().position(|c| *c == a)?, epoch))),
+            _ => None,
         };
-        if let (Fault::PauseCoordinator(i), true) = (fault, fault != step.fault) {
-            eprintln!("faults:          (coordinator {} is the active one)", i + 1);
+        let fault = match (step.fault, active) {
+            (Fault::PauseCoordinator(_), Some((i, _))) => Fault::PauseCoordinator(i),
+            (Fault::IsolateCoordinator(_), Some((i, _))) => Fault::IsolateCoordinator(i),
+            (f, _) => f,
+        };
+        if let Some((i, epoch)) = active {
+            eprintln!(
+                "faults:          (coordinator {} is the active one, epoch {epoch})",
+                i + 1
+            );
         }
         if let Fault::Reassign(p) = step.fault {
             reassign(&cluster, &reassigner, p, step.hold, &rec).await;
@@ -657,7 +664,10 @@ async fn seeded_faults_keep_every_property() {
         tokio::time::sleep(step.hold).await;
         if matches!(
             step.fault,
-            Fault::FillDisk(_) | Fault::IsolateAgent(_) | Fault::PauseCoordinator(_)
+            Fault::FillDisk(_)
+                | Fault::IsolateAgent(_)
+                | Fault::PauseCoordinator(_)
+                | Fault::IsolateCoordinator(_)
         ) {
             // What the fault did, for the log: the ISRs and who is active.
             let isr: Vec<String> = cluster
@@ -683,7 +693,17 @@ async fn seeded_faults_keep_every_property() {
             heal_errors.push(format!("{fault}: {e:#}"));
         }
         let end = rec.now();
-        rec.with(|h| h.faults.push((start, end, fault)));
+        rec.with(|h| {
+            h.faults.push((start, end, fault));
+            if let (Fault::IsolateCoordinator(i), Some((_, epoch))) = (fault, active) {
+                h.isolations.push(CoordinatorIsolation {
+                    coordinator: i,
+                    epoch,
+                    start,
+                    end,
+                });
+            }
+        });
     }
     // Heal-all right after the last fault's heal, so that property 4
     // measures the recovery from it.

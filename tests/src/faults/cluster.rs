@@ -5,23 +5,32 @@
 //! so a restarted agent recovers its log and a restarted etcd member
 //! rejoins with its data.
 //!
-//! Two agents are set up for faults that need it at start:
+//! Processes are set up at start for the faults that need it:
 //! * agent 1's data dir is a tmpfs of its own ([`SMALL_DISK`]), filled by a
 //!   ballast file for [`Fault::FillDisk`] (needs `mount`, i.e. root);
 //! * agent 3 runs in a network namespace of its own (`crate::netns`), cut
-//!   off for [`Fault::IsolateAgent`]. etcd listens on loopback; the
-//!   coordinators and the other agents listen on the test side of the veth
-//!   pair, which the namespaced agent can reach until the cut (the layout
-//!   of `tests/tests/partition.rs`).
+//!   off for [`Fault::IsolateAgent`]; the other agents listen on the test
+//!   side of its veth pair (the layout of `tests/tests/partition.rs`);
+//! * each coordinator runs in a network namespace of its own, cut off for
+//!   [`Fault::IsolateCoordinator`] (every coordinator, so that the fault
+//!   can always hit the active one, whichever it is). etcd listens on
+//!   loopback and on the test side of each coordinator's veth pair, and
+//!   each coordinator is given etcd's addresses on its own pair.
 //!
-//! When either set-up is impossible (not root, no iproute2) the cluster
-//! says why on stderr and its [`Shape`] leaves that fault kind out.
+//! Every namespace routes the address pool via the test's namespace, which
+//! forwards between the pairs (`crate::netns`): until a cut, every process
+//! reaches every other (agent 3 and the coordinators through two pairs),
+//! and the clients in the test process reach all of them.
 //!
-//! Owns every process it starts (they die with it), the namespace and the
-//! mount (removed when it drops), and the record of which process is down
-//! or paused. Must never leave two faults active at once: the schedule
-//! heals each before the next, and [`FaultCluster::heal_all`] brings
-//! everything back at the end.
+//! When a set-up is impossible (not root, no iproute2) the cluster says why
+//! on stderr and its [`Shape`] leaves those fault kinds out (the processes
+//! then all listen on loopback).
+//!
+//! Owns every process it starts (they die with it), the namespaces and the
+//! mount (removed when it drops, after the processes), and the record of
+//! which process is down or paused. Must never leave two faults active at
+//! once: the schedule heals each before the next, and
+//! [`FaultCluster::heal_all`] brings everything back at the end.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -130,18 +139,42 @@ impl Drop for Tmpfs {
 /// The running cluster.
 #[derive(Debug)]
 pub struct FaultCluster {
-    // Dropped in this order: agents, coordinators, etcd, the namespace,
+    // Dropped in this order: agents, coordinators, etcd, the namespaces,
     // the mount, then the data.
     agents: Vec<Server>,
     coordinators: Vec<Server>,
     etcd: EtcdCluster,
     etcd_paused: Vec<bool>,
-    net: Option<Isolated>,
+    nets: Option<Namespaces>,
     disk: Option<Tmpfs>,
     coordinator_addrs: Vec<String>,
     agent_addrs: Vec<String>,
     shape: Shape,
     _data: tempfile::TempDir,
+}
+
+/// The network namespaces of the namespaced agent and of the coordinators.
+#[derive(Debug)]
+struct Namespaces {
+    agent: Isolated,
+    /// One per coordinator, by index.
+    coordinators: Vec<Isolated>,
+}
+
+impl Namespaces {
+    /// All of them, or none (an error saying why).
+    fn create(coordinators: usize) -> anyhow::Result<Namespaces> {
+        Ok(Namespaces {
+            agent: Isolated::create()?,
+            coordinators: (0..coordinators)
+                .map(|_| Isolated::create())
+                .collect::<anyhow::Result<_>>()?,
+        })
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Isolated> {
+        std::iter::once(&self.agent).chain(&self.coordinators)
+    }
 }
 
 /// Starts `[wrapper] ballast <args(address)>` on a free port of `ip`,
@@ -217,6 +250,7 @@ impl FaultCluster {
         etcd: 3,
         small_disk_agent: None,
         isolated_agent: None,
+        isolated_coordinators: false,
         partitions: 0,
     };
 
@@ -225,28 +259,45 @@ impl FaultCluster {
     /// task: etcd members die with the thread that started them.
     pub async fn start(cluster_id: &str, wait: Duration) -> anyhow::Result<FaultCluster> {
         let mut shape = Self::SHAPE;
-        let net = match Isolated::create() {
-            Ok(net) => {
+        let nets = match Namespaces::create(shape.coordinators) {
+            Ok(nets) => {
                 shape.isolated_agent = Some(ISOLATED_AGENT);
-                Some(net)
+                shape.isolated_coordinators = true;
+                Some(nets)
             }
             Err(e) => {
                 eprintln!(
-                    "faults: no network namespace, so no network partitions in the schedule: {e:#}"
+                    "faults: no network namespaces, so no network partitions in the schedule: {e:#}"
                 );
                 None
             }
         };
-        // Where the coordinators and the other agents listen: the test side
-        // of the veth pair, which the namespaced agent reaches.
-        let host_ip = net
+        // Where the other agents listen: the test side of the agent's veth
+        // pair.
+        let host_ip = nets
             .as_ref()
-            .map_or_else(|| "127.0.0.1".to_owned(), |n| n.host_ip.clone());
-        let etcd = EtcdCluster::start(shape.etcd).context("etcd cluster")?;
-        let endpoints = etcd.endpoints().join(",");
+            .map_or_else(|| "127.0.0.1".to_owned(), |n| n.agent.host_ip.clone());
+        let coordinator_host_ips: Vec<String> = nets
+            .iter()
+            .flat_map(|n| n.coordinators.iter().map(|c| c.host_ip.clone()))
+            .collect();
+        let etcd = EtcdCluster::start_listening_also_on(shape.etcd, &coordinator_host_ips)
+            .context("etcd cluster")?;
         let mut coordinators = Vec::new();
-        for _ in 0..shape.coordinators {
-            let process = start_on_free_port(&[], &host_ip, |address| {
+        for i in 0..shape.coordinators {
+            // A namespaced coordinator reaches etcd on its pair's test side.
+            let (wrapper, ip, endpoints) = match &nets {
+                Some(n) => {
+                    let net = &n.coordinators[i];
+                    (
+                        net.wrapper(),
+                        net.ns_ip.clone(),
+                        etcd.endpoints_on(&net.host_ip).join(","),
+                    )
+                }
+                None => (Vec::new(), host_ip.clone(), etcd.endpoints().join(",")),
+            };
+            let process = start_on_free_port(&wrapper, &ip, |address| {
                 let mut args: Vec<String> = [
                     "coordinator",
                     "--etcd",
@@ -262,7 +313,7 @@ impl FaultCluster {
                 args.extend(FAST.iter().map(|s| (*s).to_owned()));
                 args
             })
-            .context("coordinator")?;
+            .with_context(|| format!("coordinator {}", i + 1))?;
             coordinators.push(Server {
                 process,
                 down: false,
@@ -299,8 +350,8 @@ impl FaultCluster {
                 Some(d) if i == SMALL_DISK_AGENT => d.path.join(format!("b{id}")),
                 _ => data.path().join(format!("b{id}")),
             };
-            let (wrapper, ip) = match &net {
-                Some(n) if i == ISOLATED_AGENT => (n.wrapper(), n.ns_ip.clone()),
+            let (wrapper, ip) = match &nets {
+                Some(n) if i == ISOLATED_AGENT => (n.agent.wrapper(), n.agent.ns_ip.clone()),
                 _ => (Vec::new(), host_ip.clone()),
             };
             let process = start_on_free_port(&wrapper, &ip, |address| {
@@ -337,7 +388,7 @@ impl FaultCluster {
             coordinators,
             etcd_paused: vec![false; shape.etcd],
             etcd,
-            net,
+            nets,
             disk,
             coordinator_addrs,
             agent_addrs,
@@ -347,8 +398,9 @@ impl FaultCluster {
     }
 
     /// The shape this cluster has: [`FaultCluster::SHAPE`] plus the agents
-    /// set up for a full disk and a partition, when the machine allowed
-    /// them (`partitions` is left for the workload to fill in).
+    /// set up for a full disk and a partition and the namespaced
+    /// coordinators, when the machine allowed them (`partitions` is left
+    /// for the workload to fill in).
     pub fn shape(&self) -> Shape {
         self.shape
     }
@@ -405,8 +457,9 @@ impl FaultCluster {
                     self.shape.isolated_agent == Some(i),
                     "agent {i} is not namespaced"
                 );
-                self.net.as_ref().context("no namespace")?.cut()?;
+                self.nets.as_ref().context("no namespace")?.agent.cut()?;
             }
+            Fault::IsolateCoordinator(i) => self.coordinator_net(i)?.cut()?,
             Fault::Reassign(_) => {
                 anyhow::bail!("a reassignment is the workload's, not the cluster's")
             }
@@ -448,9 +501,21 @@ impl FaultCluster {
                 }
                 Ok(())
             }
-            Fault::IsolateAgent(_) => self.net.as_ref().context("no namespace")?.heal(),
+            Fault::IsolateAgent(_) => self.nets.as_ref().context("no namespace")?.agent.heal(),
+            Fault::IsolateCoordinator(i) => self.coordinator_net(i)?.heal(),
             Fault::Reassign(_) => Ok(()),
         }
+    }
+
+    fn coordinator_net(&self, i: usize) -> anyhow::Result<&Isolated> {
+        anyhow::ensure!(
+            self.shape.isolated_coordinators,
+            "the coordinators are not namespaced"
+        );
+        self.nets
+            .as_ref()
+            .and_then(|n| n.coordinators.get(i))
+            .with_context(|| format!("no namespace for coordinator {}", i + 1))
     }
 
     fn continue_etcd(&mut self, i: usize) -> anyhow::Result<()> {
@@ -465,7 +530,7 @@ impl FaultCluster {
     /// Brings every process back (continues the paused, restarts the
     /// killed); a no-op when nothing is down.
     pub fn heal_all(&mut self) -> anyhow::Result<()> {
-        if let Some(net) = &self.net {
+        for net in self.nets.iter().flat_map(Namespaces::all) {
             net.heal()?;
         }
         if let Some(disk) = &self.disk {

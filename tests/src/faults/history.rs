@@ -157,6 +157,20 @@ pub struct CoordinatorSample {
     pub epoch: i64,
 }
 
+/// A cut-off active coordinator ([`Fault::IsolateCoordinator`] resolved
+/// to the active one): who it was and at which epoch it was active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorIsolation {
+    /// Coordinator index.
+    pub coordinator: usize,
+    /// The epoch it answered as active at, just before the cut.
+    pub epoch: i64,
+    /// When it was cut off.
+    pub start: Duration,
+    /// When the link came back.
+    pub end: Duration,
+}
+
 /// One reassignment the workload asked for, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reassignment {
@@ -230,4 +244,6 @@ pub struct History {
     pub coordinator_samples: Vec<CoordinatorSample>,
     /// Reassignments asked for during the fault phase.
     pub reassignments: Vec<Reassignment>,
+    /// Active coordinators cut off from the network.
+    pub isolations: Vec<CoordinatorIsolation>,
 }

@@ -41,6 +41,14 @@ pub enum Fault {
     /// Agent `i` (running in its own network namespace) cut off from every
     /// other process and the clients; healed by restoring the link.
     IsolateAgent(usize),
+    /// Coordinator `i` (each runs in a network namespace of its own) cut
+    /// off from etcd, the agents, the other coordinator and the clients for
+    /// longer than its lease TTL, so a cut-off active coordinator stops
+    /// acting at its renew deadline and the standby takes over; healed by
+    /// restoring the link, after which it must not act as active (fencing).
+    /// As for [`Fault::PauseCoordinator`], the run cuts off the active
+    /// coordinator instead of `i` when one is active.
+    IsolateCoordinator(usize),
     /// Partition `p` of the workload's topic reassigned to a rotation of
     /// its replicas, and the preferred leaders elected (the leader moves);
     /// "healed" by describing how the reassignment ended.
@@ -58,6 +66,9 @@ impl fmt::Display for Fault {
             Fault::PauseEtcd(i) => write!(f, "SIGSTOP etcd member {i}"),
             Fault::FillDisk(i) => write!(f, "full disk on agent {}", i + 1),
             Fault::IsolateAgent(i) => write!(f, "network partition isolating agent {}", i + 1),
+            Fault::IsolateCoordinator(i) => {
+                write!(f, "network partition isolating coordinator {}", i + 1)
+            }
             Fault::Reassign(p) => write!(f, "reassign partition {p}"),
         }
     }
@@ -82,6 +93,8 @@ pub enum Kind {
     FillDisk,
     /// [`Fault::IsolateAgent`].
     IsolateAgent,
+    /// [`Fault::IsolateCoordinator`].
+    IsolateCoordinator,
     /// [`Fault::Reassign`].
     Reassign,
 }
@@ -98,6 +111,7 @@ impl Fault {
             Fault::PauseEtcd(_) => Kind::PauseEtcd,
             Fault::FillDisk(_) => Kind::FillDisk,
             Fault::IsolateAgent(_) => Kind::IsolateAgent,
+            Fault::IsolateCoordinator(_) => Kind::IsolateCoordinator,
             Fault::Reassign(_) => Kind::Reassign,
         }
     }
@@ -119,6 +133,9 @@ pub struct Shape {
     /// The agent running in a network namespace of its own (for
     /// [`Fault::IsolateAgent`]), if any.
     pub isolated_agent: Option<usize>,
+    /// Whether every coordinator runs in a network namespace of its own
+    /// (for [`Fault::IsolateCoordinator`]).
+    pub isolated_coordinators: bool,
     /// Partitions of the workload's topic (for [`Fault::Reassign`]; 0
     /// leaves reassignments out).
     pub partitions: i32,
@@ -142,6 +159,9 @@ impl Shape {
         }
         if self.isolated_agent.is_some() {
             kinds.push(Kind::IsolateAgent);
+        }
+        if self.isolated_coordinators && self.coordinators > 0 {
+            kinds.push(Kind::IsolateCoordinator);
         }
         if self.partitions > 0 {
             kinds.push(Kind::Reassign);
@@ -170,6 +190,10 @@ pub struct Timing {
     /// How long an agent stays cut off (must exceed the broker session
     /// timeout, so it is fenced).
     pub isolate_hold: (Duration, Duration),
+    /// How long a coordinator stays cut off (must exceed its lease TTL by
+    /// enough for the standby to take over and be seen active before the
+    /// heal).
+    pub coordinator_isolate_hold: (Duration, Duration),
     /// How long a reassignment runs before it is described.
     pub reassign_hold: (Duration, Duration),
     /// Quiet time after a heal before the next fault.
@@ -186,6 +210,7 @@ impl Timing {
         etcd_pause_hold: (Duration::from_secs(2), Duration::from_secs(5)),
         disk_hold: (Duration::from_secs(4), Duration::from_secs(6)),
         isolate_hold: (Duration::from_millis(4500), Duration::from_secs(6)),
+        coordinator_isolate_hold: (Duration::from_secs(4), Duration::from_secs(5)),
         reassign_hold: (Duration::from_secs(2), Duration::from_secs(4)),
         gap: (Duration::from_secs(4), Duration::from_secs(7)),
     };
@@ -198,6 +223,7 @@ impl Timing {
             Kind::PauseEtcd => self.etcd_pause_hold,
             Kind::FillDisk => self.disk_hold,
             Kind::IsolateAgent => self.isolate_hold,
+            Kind::IsolateCoordinator => self.coordinator_isolate_hold,
             Kind::Reassign => self.reassign_hold,
         }
     }
@@ -243,6 +269,9 @@ pub fn plan(seed: u64, length: Duration, shape: Shape, timing: Timing) -> Vec<St
             Kind::PauseEtcd => Fault::PauseEtcd(pick(&mut rng, shape.etcd)),
             Kind::FillDisk => Fault::FillDisk(shape.small_disk_agent.unwrap_or(0)),
             Kind::IsolateAgent => Fault::IsolateAgent(shape.isolated_agent.unwrap_or(0)),
+            Kind::IsolateCoordinator => {
+                Fault::IsolateCoordinator(pick(&mut rng, shape.coordinators))
+            }
             Kind::Reassign => Fault::Reassign(rng.below(shape.partitions as u64) as i32),
         };
         let (lo, hi) = timing.hold(kind);
@@ -265,6 +294,7 @@ mod tests {
         etcd: 3,
         small_disk_agent: Some(0),
         isolated_agent: Some(2),
+        isolated_coordinators: true,
         partitions: 4,
     };
 
@@ -297,6 +327,10 @@ mod tests {
                     Fault::PauseCoordinator(_) => {
                         assert!(s.hold > Duration::from_secs(2), "longer than the lease")
                     }
+                    Fault::IsolateCoordinator(i) => {
+                        assert!(i < 2, "a coordinator");
+                        assert!(s.hold > Duration::from_secs(3), "well past the lease")
+                    }
                     Fault::FillDisk(i) => {
                         assert_eq!(i, 0);
                         assert!(s.hold > Duration::from_secs(2), "longer than the lag limit")
@@ -316,7 +350,7 @@ mod tests {
         for seed in [1, 5, 99] {
             let steps = plan(seed, Duration::from_secs(600), SHAPE, Timing::DEFAULT);
             let kinds = SHAPE.kinds();
-            assert_eq!(kinds.len(), 9);
+            assert_eq!(kinds.len(), 10);
             let mut first: Vec<Kind> = steps[..kinds.len()]
                 .iter()
                 .map(|s| s.fault.kind())
@@ -331,6 +365,7 @@ mod tests {
         let bare = Shape {
             small_disk_agent: None,
             isolated_agent: None,
+            isolated_coordinators: false,
             partitions: 0,
             ..SHAPE
         };
@@ -339,7 +374,10 @@ mod tests {
             assert!(
                 !matches!(
                     s.fault,
-                    Fault::FillDisk(_) | Fault::IsolateAgent(_) | Fault::Reassign(_)
+                    Fault::FillDisk(_)
+                        | Fault::IsolateAgent(_)
+                        | Fault::IsolateCoordinator(_)
+                        | Fault::Reassign(_)
                 ),
                 "{s:?}"
             );

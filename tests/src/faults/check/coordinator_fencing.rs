@@ -1,7 +1,8 @@
-//! Property: at most one coordinator acts as active per epoch, and a
+//! Property: at most one coordinator acts as active per epoch, a
 //! deposed coordinator (paused past its lease, killed, cut off) never
 //! claims to be active again at its old epoch once a successor's higher
-//! epoch was seen.
+//! epoch was seen, and an active coordinator cut off from the network is
+//! replaced while it is cut off.
 //!
 //! Decided from every coordinator's `GetClusterInfo` answers, sampled over
 //! the whole run on one clock. A coordinator answers `active` only while
@@ -10,7 +11,10 @@
 //!
 //! Kinds: `two active` (two coordinators claimed the same epoch), `stale
 //! active` (a claim at epoch `e` in an answer to a request sent after an
-//! answer claiming a higher epoch had arrived).
+//! answer claiming a higher epoch had arrived), `not replaced` (no other
+//! coordinator answered as active at a higher epoch between the cut of an
+//! active coordinator and the heal: it kept its lease or nobody took over;
+//! the cut lasts well past the lease TTL, see `schedule::Timing`).
 
 use std::collections::BTreeMap;
 
@@ -18,7 +22,8 @@ use crate::faults::check::{Report, Violation};
 use crate::faults::history::{CoordinatorSample, History};
 
 /// The property's name.
-pub const PROPERTY: &str = "one active coordinator per epoch, no deposed one acts";
+pub const PROPERTY: &str =
+    "one active coordinator per epoch, no deposed one acts, a cut-off one is replaced";
 
 /// Checks [`PROPERTY`].
 pub fn check(history: &History) -> Report {
@@ -73,13 +78,34 @@ pub fn check(history: &History) -> Report {
             });
         }
     }
+    for cut in &history.isolations {
+        let successor = claims.iter().find(|c| {
+            c.coordinator != cut.coordinator
+                && c.epoch > cut.epoch
+                && c.answered > cut.start
+                && c.answered <= cut.end
+        });
+        if successor.is_none() {
+            violations.push(Violation {
+                kind: "not replaced",
+                detail: format!(
+                    "coordinator {} was active at epoch {} when cut off at {:?}; no other coordinator answered as active at a higher epoch before the heal at {:?}",
+                    cut.coordinator + 1,
+                    cut.epoch,
+                    cut.start,
+                    cut.end
+                ),
+            });
+        }
+    }
     Report {
         property: PROPERTY,
         summary: format!(
-            "{} coordinator samples, {} active claims, {} epochs",
+            "{} coordinator samples, {} active claims, {} epochs, {} active coordinators cut off",
             history.coordinator_samples.len(),
             claims.len(),
-            owner.len()
+            owner.len(),
+            history.isolations.len()
         ),
         violations,
     }
@@ -90,6 +116,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::faults::history::CoordinatorIsolation;
 
     fn sample(coordinator: usize, sent_ms: u64, active: bool, epoch: i64) -> CoordinatorSample {
         CoordinatorSample {
@@ -129,6 +156,56 @@ mod tests {
             ..Default::default()
         };
         assert!(check(&h).has("stale active"));
+    }
+
+    fn cut(coordinator: usize, epoch: i64, start_ms: u64, end_ms: u64) -> CoordinatorIsolation {
+        CoordinatorIsolation {
+            coordinator,
+            epoch,
+            start: Duration::from_millis(start_ms),
+            end: Duration::from_millis(end_ms),
+        }
+    }
+
+    #[test]
+    fn a_cut_off_coordinator_replaced_during_the_cut_passes() {
+        let h = History {
+            coordinator_samples: vec![
+                sample(0, 0, true, 1),
+                sample(1, 0, false, 0),
+                // 0 cut off at 1000 (it does not answer); 1 takes over.
+                sample(1, 3500, true, 2),
+                // Healed at 5000: 0 answers as a standby.
+                sample(0, 5500, false, 0),
+            ],
+            isolations: vec![cut(0, 1, 1000, 5000)],
+            ..Default::default()
+        };
+        let r = check(&h);
+        assert!(r.passed(), "{r}");
+    }
+
+    #[test]
+    fn a_cut_off_coordinator_not_replaced_before_the_heal_fails() {
+        let h = History {
+            coordinator_samples: vec![
+                sample(0, 0, true, 1),
+                sample(1, 2000, false, 0),
+                // The takeover is seen only after the heal.
+                sample(1, 5500, true, 2),
+            ],
+            isolations: vec![cut(0, 1, 1000, 5000)],
+            ..Default::default()
+        };
+        assert!(check(&h).has("not replaced"));
+        // Still active at its old epoch after the heal: nobody took over.
+        let h = History {
+            coordinator_samples: vec![sample(0, 0, true, 1), sample(0, 5500, true, 1)],
+            isolations: vec![cut(0, 1, 1000, 5000)],
+            ..Default::default()
+        };
+        let r = check(&h);
+        assert!(r.has("not replaced") && !r.has("stale active"), "{r}");
     }
 
     #[test]

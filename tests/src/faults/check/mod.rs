@@ -12,8 +12,9 @@
 //!   full ISR and the group is stable;
 //! * [`exclusive_ownership`]: no partition is owned by two members of the
 //!   group at once;
-//! * [`coordinator_fencing`]: one active coordinator per epoch, and a
-//!   deposed one (paused past its lease) never claims its old epoch again;
+//! * [`coordinator_fencing`]: one active coordinator per epoch, a
+//!   deposed one (paused past its lease, cut off) never claims its old
+//!   epoch again, and a cut-off active one is replaced during the cut;
 //! * [`reassigned`]: every accepted reassignment completed or is still
 //!   running.
 //!

@@ -1,5 +1,5 @@
 //! The fault-injection suite (issue 8, first slice): a real cluster on
-//! loopback (3 etcd members, 2 coordinators, 3 agents), a workload that
+//! loopback (3 etcd members, 2 coordinators, 4 agents), a workload that
 //! records what its clients saw, faults on a seeded schedule, and the
 //! checkers of `ballast_tests::faults::check` over the recorded history.
 //!
@@ -17,9 +17,11 @@
 //! network partition isolating agent 3 (it runs in its own network
 //! namespace); a network partition isolating the active coordinator past
 //! its lease (each coordinator runs in its own network namespace; the
-//! standby must take over during the cut); and, in the same rounds, a reassignment of one partition to
-//! a rotation of its replicas with a preferred-leader election (the leader
-//! moves under acks=all production).
+//! standby must take over during the cut); and, in the same rounds, a
+//! reassignment of one partition that copies it to the agent without a
+//! replica of it and makes that agent its preferred leader, with a
+//! preferred-leader election (data and leader move under acks=all
+//! production).
 //!
 //! Knobs (see docs/RELIABILITY.md): `BALLAST_FAULTS_SEED` replays a run,
 //! `BALLAST_FAULTS_DURATION` sets the fault phase (default 105 s, enough
@@ -342,9 +344,40 @@ async fn sample_coordinators(addresses: Vec<String>, rec: Recorder, stop: Arc<At
     }
 }
 
-/// Moves `partition` to a rotation of its replicas (a new preferred
-/// leader), elects the preferred leaders (the leader moves), waits `hold`
-/// and records how the reassignment stands.
+/// Where a reassignment moves `replicas` among agents `1..=agents`: when
+/// an agent holds no replica, it takes the preferred leader's place at the
+/// head of the list (its data is copied to the new agent, which then
+/// leads, and the old leader's replica is removed); when every agent holds
+/// one, a rotation (a new preferred leader, no data moved).
+fn reassignment_target(replicas: &[i32], agents: i32) -> Vec<i32> {
+    match (1..=agents).find(|a| !replicas.contains(a)) {
+        Some(spare) if !replicas.is_empty() => {
+            let mut target = vec![spare];
+            target.extend_from_slice(&replicas[1..]);
+            target
+        }
+        _ => {
+            let mut target = replicas.to_vec();
+            if !target.is_empty() {
+                target.rotate_left(1);
+            }
+            target
+        }
+    }
+}
+
+#[test]
+fn a_reassignment_moves_the_leader_to_the_spare_agent() {
+    assert_eq!(reassignment_target(&[2, 3, 1], 4), [4, 3, 1]);
+    assert_eq!(reassignment_target(&[4, 1, 2], 4), [3, 1, 2]);
+    assert_eq!(reassignment_target(&[2, 3, 1], 3), [3, 1, 2]);
+    assert!(reassignment_target(&[], 4).is_empty());
+}
+
+/// Moves `partition` to new replicas ([`reassignment_target`]: onto the
+/// agent without a replica, which becomes the preferred leader), elects
+/// the preferred leaders (the leader moves), waits `hold` and records how
+/// the reassignment stands.
 async fn reassign(
     cluster: &FaultCluster,
     admin: &AdminClient,
@@ -360,8 +393,8 @@ async fn reassign(
         .find(|p| p.topic == TOPIC && p.partition == partition)
         .map(|p| p.replicas)
         .unwrap_or_default();
-    let mut target = original.clone();
-    target.rotate_left(1);
+    let agents = i32::try_from(cluster.shape().agents).unwrap_or(i32::MAX);
+    let target = reassignment_target(&original, agents);
     let accepted = if target.is_empty() {
         Err("partition not described".to_owned())
     } else {

@@ -1,5 +1,5 @@
 //! The cluster the suite injects faults into: 3 etcd members, 2
-//! coordinators and 3 agents, each coordinator and agent on a fixed free
+//! coordinators and 4 agents, each coordinator and agent on a fixed free
 //! port so that a restarted process comes back at the address its peers
 //! and clients already know. Data lives in temp dirs that survive a kill,
 //! so a restarted agent recovers its log and a restarted etcd member
@@ -245,7 +245,7 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
 impl FaultCluster {
     /// The shape [`FaultCluster::start`] builds.
     pub const SHAPE: Shape = Shape {
-        agents: 3,
+        agents: 4,
         coordinators: 2,
         etcd: 3,
         small_disk_agent: None,

@@ -249,8 +249,17 @@ impl Coordinator {
                         next_imbalance = Instant::now() + imbalance_every;
                     }
                     let pass = tracing::debug_span!("reconcile", coordinator_epoch = epoch);
-                    if let Err(e) = tracing::Instrument::instrument(term.tick(&term, due), pass).await {
-                        tracing::warn!(error = %e, "periodic work failed");
+                    // A pass stuck on the store (a partition, or a pause
+                    // that outlived the lease) is dropped the moment the
+                    // lease goes stale, as a crash would end it: what it
+                    // left half done, the successor resumes.
+                    tokio::select! {
+                        r = tracing::Instrument::instrument(term.tick(&term, due), pass) => {
+                            if let Err(e) = r {
+                                tracing::warn!(error = %e, "periodic work failed");
+                            }
+                        }
+                        () = health.lost() => break,
                     }
                 }
             }

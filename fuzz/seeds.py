@@ -188,6 +188,13 @@ def main():
     tentry = struct.pack(">qI", 1_700_000_000_001, 1)
     write("segment_recovery", "indexes", bytes([1, len(entry), len(tentry)]) + entry + tentry + segment)
 
+    # follower_append: [mode][what a leader's fetch answer carries]; mode bit 0
+    # renumbers the batches after the log end, bit 1 stamps the latest epoch.
+    fetched = batch(0, [b"a"], epoch=1) + batch(1, [b"b", b"c"], epoch=2)
+    for mode in (0, 1, 3):
+        write("follower_append", f"mode{mode}", bytes([mode]) + fetched)
+    write("follower_append", "torn", bytes([1]) + fetched[:-4])
+
     # reassignment_json: Kafka's plan format.
     plan = {
         "version": 1,

@@ -89,6 +89,77 @@ pub fn produce_request(data: &[u8]) {
     }
 }
 
+/// The follower's log for `follower_append` (one for the whole run).
+fn follower_log() -> &'static Mutex<(tempfile::TempDir, PartitionLog)> {
+    static LOG: OnceLock<Mutex<(tempfile::TempDir, PartitionLog)>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(dir.path(), config).expect("open a log");
+        Mutex::new((dir, log))
+    })
+}
+
+/// Untrusted bytes as a fetch answer from a (hostile) leader, appended as a
+/// follower. Layout: `[mode][records...]`; mode bit 0 rewrites the base
+/// offsets of the batches found (outside the CRC) so that they follow the
+/// log end, bit 1 stamps them with the log's latest leader epoch (also
+/// outside the CRC), so the search gets past the offset and epoch checks
+/// to what follows. An append reads back whole and every batch verifies,
+/// the leader-epoch cache stays increasing in both epoch and start offset,
+/// and a refusal is a named error that leaves the log as it was.
+pub fn follower_append(data: &[u8]) {
+    let [mode, rest @ ..] = data else {
+        return;
+    };
+    let mut guard = follower_log().lock().unwrap_or_else(|e| e.into_inner());
+    let log = &mut guard.1;
+    let mut bytes = rest.to_vec();
+    let mut next = log.log_end_offset();
+    let epoch = log.latest_epoch().unwrap_or(0);
+    let mut pos = 0;
+    while mode & 3 != 0 && pos < bytes.len() {
+        let Ok(h) = BatchHeader::parse(&bytes[pos..]) else {
+            break;
+        };
+        let end = pos.saturating_add(h.total_len()).min(bytes.len());
+        if mode & 1 != 0 {
+            ballast_record::set_base_offset(&mut bytes[pos..end], next);
+            next = next.saturating_add(i64::from(h.last_offset_delta)).saturating_add(1);
+        }
+        if mode & 2 != 0 {
+            ballast_record::set_partition_leader_epoch(&mut bytes[pos..end], epoch);
+        }
+        pos = end;
+    }
+    let before = (log.log_end_offset(), log.size_bytes(), log.epoch_entries().to_vec());
+    match log.append_as_follower(&bytes) {
+        Ok(info) => {
+            if info.records > 0 {
+                let r = log
+                    .read(info.first_offset, usize::MAX >> 1, None)
+                    .expect("an appended batch reads back");
+                assert_all_verify(&r.records, "what the follower serves");
+            }
+            let entries = log.epoch_entries();
+            for pair in entries.windows(2) {
+                assert!(
+                    pair[0].epoch < pair[1].epoch && pair[0].start_offset <= pair[1].start_offset,
+                    "the leader-epoch cache went backwards: {pair:?}"
+                );
+            }
+        }
+        Err(LogError::Offline { .. }) => panic!("a refused fetch answer took the log offline"),
+        Err(e) => {
+            let after = (log.log_end_offset(), log.size_bytes(), log.epoch_entries().to_vec());
+            assert_eq!(after, before, "a refused fetch answer changed the log ({e})");
+        }
+    }
+}
+
 /// Reads the whole log from its start: every batch served verifies.
 /// Returns (log start, log end).
 fn read_all(log: &PartitionLog) -> (i64, i64) {

@@ -265,6 +265,17 @@ fn txn_to_etcd(txn: &Txn) -> etcd_client::Txn {
         .or_else(txn.failure.iter().map(op_to_etcd).collect::<Vec<_>>())
 }
 
+/// A key read (count only) for the current raft term; its value is never
+/// used, and it need not exist.
+const TERM_PROBE_KEY: &[u8] = b"ballast-term-probe";
+
+/// Whether a lease renewal answered in raft term `renewed_in` counts, given
+/// the term `current` that a linearizable read made after it saw (0: the
+/// header was missing, which does not count).
+fn renewal_term_current(renewed_in: u64, current: u64) -> bool {
+    renewed_in != 0 && renewed_in >= current
+}
+
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> StoreResult<i64> {
     header
         .map(|h| h.revision())
@@ -590,7 +601,7 @@ impl MetadataStore for EtcdStore {
             lease: id,
             ..ErrorContext::default()
         };
-        let ttl = self
+        let (ttl, renewed_in) = self
             .call("lease keep-alive", ctx, || {
                 let mut lease = self.lease.clone();
                 async move {
@@ -599,12 +610,40 @@ impl MetadataStore for EtcdStore {
                     let (mut keeper, mut stream) = lease.keep_alive(id).await?;
                     keeper.keep_alive().await?;
                     let response = stream.message().await?;
-                    Ok(response.map_or(0, |r| r.ttl()))
+                    Ok(response.map_or((0, 0), |r| {
+                        (r.ttl(), r.header().map_or(0, |h| h.raft_term()))
+                    }))
                 }
             })
             .await?;
         if ttl <= 0 {
             return Err(StoreError::LeaseNotFound(id));
+        }
+        // etcd before 3.4.25 / 3.5.8 (Debian's 3.4.23 among them) lets a
+        // deposed leader that has not yet heard of its successor (it was
+        // paused, or its disk stalled) renew a lease in its own lessor
+        // only (etcd-io/etcd#15247): the renewal answers success while the
+        // real leader lets the lease expire. A linearizable read cannot be
+        // served by such a member (its read index needs a quorum of the
+        // current term), so it tells the current term: a renewal answered
+        // in an older term is not counted. A legitimate election in
+        // between also fails the check, which only costs one renewal.
+        let current = self
+            .call("lease keep-alive term check", ctx, || {
+                let mut kv = self.kv.clone();
+                async move {
+                    kv.get(TERM_PROBE_KEY, Some(GetOptions::new().with_count_only()))
+                        .await
+                }
+            })
+            .await?
+            .header()
+            .map_or(0, |h| h.raft_term());
+        if !renewal_term_current(renewed_in, current) {
+            return Err(StoreError::Unavailable(format!(
+                "lease {id} renewal answered in raft term {renewed_in} but the cluster is at term \
+                 {current} (a deposed etcd leader); not counted"
+            )));
         }
         Ok(Duration::from_secs(ttl.unsigned_abs()))
     }
@@ -672,5 +711,22 @@ impl MetadataStore for EtcdStore {
             })
             .await?;
         header_revision(response.header())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renewal_term_current;
+
+    #[test]
+    fn a_renewal_counts_only_in_the_current_term() {
+        assert!(renewal_term_current(7, 7));
+        // Answered by a deposed leader still in term 6.
+        assert!(!renewal_term_current(6, 7));
+        // The read landed on a member that had not yet seen term 8: the
+        // renewal's own term is the newer one.
+        assert!(renewal_term_current(8, 7));
+        assert!(!renewal_term_current(0, 7), "no header: not counted");
+        assert!(!renewal_term_current(0, 0));
     }
 }

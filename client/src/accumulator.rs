@@ -20,9 +20,10 @@
 //! `MAX_BATCHES_IN_FLIGHT / max_in_flight` batches (one with 5 in flight,
 //! as Kafka's producer), so the window frees a send at a time. Without idempotence the producer asks for
 //! one send in flight (a retry could otherwise land after a later batch).
-//! The leader may handle two sends of a partition in either order; with
-//! sequences it refuses the later one (`OUT_OF_ORDER_SEQUENCE_NUMBER`),
-//! which is then retried, so the log keeps the order. The rules that make
+//! Two sends of a partition may reach the leader in either order; the
+//! leader holds the later one up to 200 ms for the earlier one, and past
+//! that refuses it (`OUT_OF_ORDER_SEQUENCE_NUMBER`), which is then
+//! retried, so the log keeps the order. The rules that make
 //! this hold:
 //! * a second send goes only once the partition's leader has acknowledged
 //!   a batch of this producer (`confirmed`): a leader that does not know

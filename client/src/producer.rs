@@ -205,11 +205,12 @@ impl Default for ProducerConfig {
             keyless: Keyless::Sticky,
             metadata: MetadataOptions::default(),
             idempotence: true,
-            // Kafka's default is 5; 1 until the agent appends a
-            // partition's concurrent requests in arrival order: today it
-            // may handle them in either order, the later one is refused
-            // out of order and sent again, and 5 in flight measured slower
-            // than 1 (see the producer's benchmarks).
+            // Kafka's default is 5. The agent now holds a request that
+            // overtook an earlier one of the same producer until that one
+            // is written (no out-of-order refusals), but on loopback 5 in
+            // flight measured no faster than 1, and slower on 3 partitions
+            // (docs/BENCHMARKS.md, "Several sends in flight"): 5 pays off
+            // only where round trips are long.
             max_in_flight: 1,
         }
     }

@@ -86,12 +86,43 @@
 //! that already use the big racks can only move to other hot racks, whose
 //! brokers must then shed as much again. Solved within `target.rs`'s edge
 //! and work limits (else skipped); the plan reports the larger bound.
+//!
+//! # Hot brokers (a per-broker keep node)
+//! The rack keep node lets any of the rack's partitions count against
+//! what its brokers must shed, but a broker above its band must shed its
+//! *own* replicas: a partition leaving the rack from another broker does
+//! not help it. So up to [`HOT_BROKERS`] targets above their band, on
+//! racks of more than one target (most above first), get a keep node of
+//! their own, and the shape also records which of them hold a replica.
+//! The argument, per broker: in a real result call a replica of `p` on
+//! rack `k` *kept* for `min(x_p,k, y_p,k)` of its replicas there, choosing
+//! first those that stay on their broker. The replicas on rack `k` after
+//! that are not staying are arrivals on `k`'s brokers: `(y − x)⁺` new to
+//! the rack and `min(x, y) − stay` kept but moved within it. So `moved =
+//! Σ_k in_k + Σ (bytes kept but not staying)`. A broker `h` keeps its own
+//! staying bytes, at most `f_h ≤ hi_h`, so of the bytes kept *at `h`* at
+//! least `(kept_h − hi_h)⁺` moved within the rack; the other brokers of
+//! the rack keep at most `Σ min(held_b, hi_b)` of theirs, as before. The
+//! flow charges exactly these terms (a hot node passes `hi_h` free, one
+//! replica per partition, since `h` holds one), so the real result still
+//! maps to a flow of at most its bytes moved, and the bound stays a lower
+//! bound; it is at least the rack-level one (a sum of positive parts is at
+//! least the positive part of the sum). With every broker above its band
+//! hot, on the structures measured (racks of 1, 2, 4, … brokers) it equals
+//! the linear-programming relaxation over partitions and brokers. Brokers
+//! alone on their rack need no node of their own (the rack's node is
+//! theirs).
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 use super::Ctx;
 use super::target::{FLOW_EDGE_LIMIT, FLOW_WORK_LIMIT, Flow, Fx, Shape, shape_edges};
+
+/// At most this many brokers get their own keep node in the byte flow
+/// (module docs): each may multiply the shape groups, and the flow must
+/// stay within `target.rs`'s limits.
+const HOT_BROKERS: usize = 8;
 
 /// Bytes per partition shape.
 type Groups = HashMap<Shape, u128, BuildHasherDefault<Fx>>;
@@ -135,15 +166,10 @@ pub(super) fn disk_target(ctx: &Ctx<'_>, replicas: &[Vec<i32>], sizes: &[u64]) -
     let mut cap = vec![0u64; racks];
     let mut spans: Vec<usize> = Vec::new();
     let flow = ctx.racks && racks > 1;
-    let mut groups: Groups = HashMap::default();
-    let mut shape = Shape {
-        x: Vec::new(),
-        a: 0,
-        s: 0,
-    };
+    // What one rack may hold of each partition (`c_p`; 0: nothing listed).
+    let mut most_of: Vec<usize> = Vec::with_capacity(replicas.len());
     for (r, &s) in replicas.iter().zip(sizes) {
         spans.clear();
-        shape.x.clear();
         let mut a = 0usize;
         for b in r {
             let Some(&(target, k)) = slot.get(b) else {
@@ -157,15 +183,12 @@ pub(super) fn disk_target(ctx: &Ctx<'_>, replicas: &[Vec<i32>], sizes: &[u64]) -
                 if let Some(v) = held.get_mut(b) {
                     *v += s;
                 }
-                match shape.x.iter_mut().find(|(kk, _)| *kk == k) {
-                    Some(e) => e.1 += 1,
-                    None => shape.x.push((k, 1)),
-                }
             } else {
                 drained += s;
             }
         }
         if a == 0 {
+            most_of.push(0);
             continue;
         }
         let m = if ctx.racks {
@@ -174,18 +197,9 @@ pub(super) fn disk_target(ctx: &Ctx<'_>, replicas: &[Vec<i32>], sizes: &[u64]) -
             1
         };
         let most = a - m + 1;
+        most_of.push(most);
         for (k, c) in cap.iter_mut().enumerate() {
             *c += s * size[k].min(most) as u64;
-        }
-        if flow && s > 0 {
-            shape.x.sort_unstable();
-            (shape.a, shape.s) = (a, most);
-            match groups.get_mut(&shape) {
-                Some(v) => *v += u128::from(s),
-                None => {
-                    groups.insert(shape.clone(), u128::from(s));
-                }
-            }
         }
     }
     let total: u64 = held.values().sum::<u64>() + drained;
@@ -246,13 +260,70 @@ pub(super) fn disk_target(ctx: &Ctx<'_>, replicas: &[Vec<i32>], sizes: &[u64]) -
         .map(|k| g[k].max(floor_k[k]).min(ceil_k[k]))
         .sum();
     let count_bound = drained + over + rack_over + h.saturating_sub(total);
+    // The flow's hot brokers: those above their band on racks of several
+    // targets, most above first (module docs).
+    let mut hot: Vec<(u64, i32)> = ctx
+        .targets
+        .iter()
+        .filter(|b| size[slot[*b].1] > 1 && held[*b] > band[*b].2)
+        .map(|b| (held[b] - band[b].2, *b))
+        .collect();
+    hot.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+    hot.truncate(HOT_BROKERS);
+    let hot_index: HashMap<i32, usize> = hot.iter().enumerate().map(|(j, h)| (h.1, j)).collect();
+    let mut groups: Groups = HashMap::default();
+    if flow {
+        let mut shape = Shape {
+            x: Vec::new(),
+            a: 0,
+            s: 0,
+            hot: Vec::new(),
+        };
+        for ((r, &s), &most) in replicas.iter().zip(sizes).zip(&most_of) {
+            if most == 0 || s == 0 {
+                continue;
+            }
+            shape.x.clear();
+            shape.hot.clear();
+            let mut a = 0usize;
+            for b in r {
+                let Some(&(target, k)) = slot.get(b) else {
+                    continue;
+                };
+                a += 1;
+                if !target {
+                    continue;
+                }
+                match shape.x.iter_mut().find(|(kk, _)| *kk == k) {
+                    Some(e) => e.1 += 1,
+                    None => shape.x.push((k, 1)),
+                }
+                if let Some(&j) = hot_index.get(b) {
+                    shape.hot.push(j);
+                }
+            }
+            shape.x.sort_unstable();
+            shape.hot.sort_unstable();
+            (shape.a, shape.s) = (a, most);
+            match groups.get_mut(&shape) {
+                Some(v) => *v += u128::from(s),
+                None => {
+                    groups.insert(shape.clone(), u128::from(s));
+                }
+            }
+        }
+    }
     let flow_bound = if !groups.is_empty() && groups.len() * racks <= FLOW_EDGE_LIMIT {
-        // What each rack's brokers may keep: Σ min(held_b, hi_b).
+        // What each rack's brokers other than the hot ones may keep:
+        // Σ min(held_b, hi_b); a hot broker keeps at most hi_b.
         let mut keep = vec![0u64; racks];
         for b in &ctx.targets {
-            keep[slot[b].1] += held[b].min(band[b].2);
+            if !hot_index.contains_key(b) {
+                keep[slot[b].1] += held[b].min(band[b].2);
+            }
         }
-        byte_flow(&groups, &size, &floor_k, &ceil_k, &keep, total)
+        let hot_keep: Vec<(usize, u64)> = hot.iter().map(|(_, b)| (slot[b].1, band[b].2)).collect();
+        byte_flow(&groups, &size, &floor_k, &ceil_k, &keep, &hot_keep, total)
     } else {
         None
     };
@@ -273,6 +344,7 @@ fn byte_flow(
     floor_k: &[u64],
     ceil_k: &[u64],
     keep: &[u64],
+    hot: &[(usize, u64)],
     total: u64,
 ) -> Option<u64> {
     let racks = size.len();
@@ -280,11 +352,20 @@ fn byte_flow(
     keys.sort_unstable();
     let src = 0;
     let rack_node = |k: usize| 1 + keys.len() + k;
-    let sink = 1 + keys.len() + 2 * racks;
+    let sink = 1 + keys.len() + 2 * racks + hot.len();
     let mut f = Flow::new(sink + 1);
     let all = i128::from(total);
     let keep_i: Vec<i128> = keep.iter().map(|&v| i128::from(v)).collect();
-    shape_edges(&mut f, &keys, |key| groups[key] as i128, size, &keep_i, all);
+    let hot_i: Vec<(usize, i128)> = hot.iter().map(|&(k, v)| (k, i128::from(v))).collect();
+    shape_edges(
+        &mut f,
+        &keys,
+        |key| groups[key] as i128,
+        size,
+        &keep_i,
+        &hot_i,
+        all,
+    );
     // The first floor_k bytes into a rack earn −BIG, so a cheapest flow
     // meets every floor when any flow does (every byte costs 0 or 1).
     let big = all + 1;

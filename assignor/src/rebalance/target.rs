@@ -106,12 +106,14 @@ pub(super) const FLOW_WORK_LIMIT: u64 = 40_000_000;
 
 /// Partitions alike for the rack flow: replicas per rack on targets before
 /// (`x`, by rack index), listed replicas (`a`), most on one rack (`c`
-/// before the rack's size).
+/// before the rack's size), and which of the flow's *hot* brokers hold one
+/// (`hot`, by index into the hot list; always empty for the count bound).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct Shape {
     pub x: Vec<(usize, usize)>,
     pub a: usize,
     pub s: usize,
+    pub hot: Vec<usize>,
 }
 
 /// A fast hash for [`Shape`] keys (FxHash's mixing step): one lookup per
@@ -256,6 +258,7 @@ pub(super) fn target<'r>(ctx: &Ctx<'_>, replicas: impl Iterator<Item = &'r [i32]
         x: Vec::new(),
         a: 0,
         s: 0,
+        hot: Vec::new(),
     };
     let mut spans: Vec<usize> = Vec::new();
     for r in replicas {
@@ -444,6 +447,7 @@ fn rack_flow(
         |key| groups[key] as i128,
         size,
         &keep_i,
+        &[],
         total as i128,
     );
     // The first floor_k units into a rack earn −BIG, so a cheapest flow
@@ -553,28 +557,37 @@ impl Flow {
 
 /// The part of the rack flow network both bounds share (replica counts
 /// here, bytes in `disk_target`), with its node numbering (source 0, shape
-/// groups `1..=keys`, then one rack node and one keep node per rack): each
-/// shape group gets `weight × a` from the source and sends, per rack, what
-/// it already holds there through the rack's keep node at cost 0 and the
-/// rest of what the rack may take straight to the rack at cost 1; a keep
-/// node passes `keep[k]` free and anything more at cost 1.
+/// groups `1..=keys`, then one rack node and one keep node per rack, then
+/// one node per hot broker): each shape group gets `weight × a` from the
+/// source and sends, per rack, what it already holds there through a keep
+/// node at cost 0 (what it holds on hot broker `j` through hot node `j`,
+/// the rest through the rack's keep node) and the rest of what the rack may
+/// take straight to the rack at cost 1; a rack's keep node passes `keep[k]`
+/// free and anything more at cost 1, and hot node `j`, for a broker on rack
+/// `hot[j].0`, passes `hot[j].1` free and anything more at cost 1.
 pub(super) fn shape_edges(
     f: &mut Flow,
     keys: &[&Shape],
     weight: impl Fn(&Shape) -> i128,
     size: &[usize],
     keep: &[i128],
+    hot: &[(usize, i128)],
     total: i128,
 ) {
     let racks = size.len();
     let rack_node = |k: usize| 1 + keys.len() + k;
     let keep_node = |k: usize| 1 + keys.len() + racks + k;
+    let hot_node = |j: usize| 1 + keys.len() + 2 * racks + j;
     for (k, &free) in keep.iter().enumerate() {
         f.edge(keep_node(k), rack_node(k), free, 0);
         f.edge(keep_node(k), rack_node(k), total, 1);
     }
+    for (j, &(k, free)) in hot.iter().enumerate() {
+        f.edge(hot_node(j), rack_node(k), free, 0);
+        f.edge(hot_node(j), rack_node(k), total, 1);
+    }
     for (i, key) in keys.iter().enumerate() {
-        let Shape { x, a, s } = key;
+        let Shape { x, a, s, hot: on } = key;
         let w = weight(key);
         f.edge(0, 1 + i, w * *a as i128, 0);
         for (k, &sz) in size.iter().enumerate() {
@@ -583,8 +596,16 @@ pub(super) fn shape_edges(
                 .iter()
                 .find(|(kk, _)| *kk == k)
                 .map_or(0, |(_, v)| (*v as i128).min(c));
-            if here > 0 {
-                f.edge(1 + i, keep_node(k), w * here, 0);
+            // Held on this rack's hot brokers: one replica each.
+            let mut rest = here;
+            for &j in on.iter().filter(|j| hot[**j].0 == k) {
+                if rest > 0 {
+                    f.edge(1 + i, hot_node(j), w, 0);
+                    rest -= 1;
+                }
+            }
+            if rest > 0 {
+                f.edge(1 + i, keep_node(k), w * rest, 0);
             }
             if c > here {
                 f.edge(1 + i, rack_node(k), w * (c - here), 1);

@@ -17,18 +17,24 @@ pub use grpc::grpc_requests;
 #[path = "../../cli/src/inputs.rs"]
 pub mod inputs;
 
-/// One log for the whole run (opening one per input would be all fsyncs).
-fn shared_log() -> &'static Mutex<(tempfile::TempDir, PartitionLog)> {
-    static LOG: OnceLock<Mutex<(tempfile::TempDir, PartitionLog)>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = LogConfig {
-            segment_bytes: 1 << 20,
-            ..LogConfig::default()
-        };
-        let log = PartitionLog::open(dir.path(), config).expect("open a log");
-        Mutex::new((dir, log))
-    })
+/// A log in a temp dir of its own, kept for a whole run (opening one per
+/// input would be all fsyncs).
+type RunLog = Mutex<(tempfile::TempDir, PartitionLog)>;
+
+fn run_log() -> RunLog {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir.path(), config).expect("open a log");
+    Mutex::new((dir, log))
+}
+
+/// The leader's log for `produce_request`.
+fn shared_log() -> &'static RunLog {
+    static LOG: OnceLock<RunLog> = OnceLock::new();
+    LOG.get_or_init(run_log)
 }
 
 /// The agent's produce gate (`ballast_broker_agent::validate_batches`, the
@@ -89,18 +95,10 @@ pub fn produce_request(data: &[u8]) {
     }
 }
 
-/// The follower's log for `follower_append` (one for the whole run).
-fn follower_log() -> &'static Mutex<(tempfile::TempDir, PartitionLog)> {
-    static LOG: OnceLock<Mutex<(tempfile::TempDir, PartitionLog)>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = LogConfig {
-            segment_bytes: 1 << 20,
-            ..LogConfig::default()
-        };
-        let log = PartitionLog::open(dir.path(), config).expect("open a log");
-        Mutex::new((dir, log))
-    })
+/// The follower's log for `follower_append`.
+fn follower_log() -> &'static RunLog {
+    static LOG: OnceLock<RunLog> = OnceLock::new();
+    LOG.get_or_init(run_log)
 }
 
 /// Untrusted bytes as a fetch answer from a (hostile) leader, appended as a
@@ -128,14 +126,23 @@ pub fn follower_append(data: &[u8]) {
         let end = pos.saturating_add(h.total_len()).min(bytes.len());
         if mode & 1 != 0 {
             ballast_record::set_base_offset(&mut bytes[pos..end], next);
-            next = next.saturating_add(i64::from(h.last_offset_delta)).saturating_add(1);
+            next = next
+                .saturating_add(i64::from(h.last_offset_delta))
+                .saturating_add(1);
         }
         if mode & 2 != 0 {
             ballast_record::set_partition_leader_epoch(&mut bytes[pos..end], epoch);
         }
         pos = end;
     }
-    let before = (log.log_end_offset(), log.size_bytes(), log.epoch_entries().to_vec());
+    let state = |log: &PartitionLog| {
+        (
+            log.log_end_offset(),
+            log.size_bytes(),
+            log.epoch_entries().to_vec(),
+        )
+    };
+    let before = state(log);
     match log.append_as_follower(&bytes) {
         Ok(info) => {
             if info.records > 0 {
@@ -154,8 +161,11 @@ pub fn follower_append(data: &[u8]) {
         }
         Err(LogError::Offline { .. }) => panic!("a refused fetch answer took the log offline"),
         Err(e) => {
-            let after = (log.log_end_offset(), log.size_bytes(), log.epoch_entries().to_vec());
-            assert_eq!(after, before, "a refused fetch answer changed the log ({e})");
+            assert_eq!(
+                state(log),
+                before,
+                "a refused fetch answer changed the log ({e})"
+            );
         }
     }
 }
